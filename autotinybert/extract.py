@@ -1,0 +1,143 @@
+"""Extraction: copy a sub-model's weights out of a SuperBERT into a standalone `AutoTinyBert*` model.
+
+Both sides use `transformers`' BERT parameter names, so extraction is a per-tensor slice: the first rows and
+columns of every matrix, the first entries of every vector. In a ``dims``-cut supernet the Q/K/V output features
+(and the attention-output input features) are stored dim-major; they are permuted to the standard head-major
+layout here, once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .arch import Arch
+from .io import copy_tokenizer_files, staged_dir
+from .modeling import (
+    AutoTinyBertConfig,
+    AutoTinyBertForMaskedLM,
+    AutoTinyBertForQuestionAnswering,
+    AutoTinyBertForSequenceClassification,
+    AutoTinyBertModel,
+    AutoTinyBertPreTrainedModel,
+)
+from .supernet import SuperBertForMaskedLM
+
+HEADS = {
+    "mlm": AutoTinyBertForMaskedLM,
+    "base": AutoTinyBertModel,
+    "sequence-classification": AutoTinyBertForSequenceClassification,
+    "question-answering": AutoTinyBertForQuestionAnswering,
+}
+Head = Literal["mlm", "base", "sequence-classification", "question-answering"]
+
+
+def _dim_major_to_head_major(t: Tensor, heads: int, dim: int) -> Tensor:
+    """Reorder features along `dim` from (d, heads) order to (heads, d) order."""
+    shape = list(t.shape)
+    d = shape[dim] // heads
+    t = t.reshape(shape[:dim] + [d, heads] + shape[dim + 1:])
+    return t.transpose(dim, dim + 1).reshape(shape)
+
+
+def _slice_to(src: Tensor, shape: torch.Size) -> Tensor:
+    return src[tuple(slice(0, n) for n in shape)]
+
+
+def sub_state_dict(supernet: SuperBertForMaskedLM, arch: Arch, target_keys: dict[str, torch.Size]) -> dict[str, Tensor]:
+    """The supernet's tensors for `arch`, cut to the shapes in `target_keys` (standalone names, 'bert.' prefixed)."""
+    source = supernet.state_dict()
+    dim_major = supernet.config.layout == "dim_major"
+    out = {}
+    for key, shape in target_keys.items():
+        if key not in source:
+            continue  # task heads and the pooler are not in the supernet; they keep their fresh init
+        t = _slice_to(source[key], shape)
+        if dim_major:
+            if key.endswith(("attention.self.query.weight", "attention.self.key.weight", "attention.self.value.weight",
+                             "attention.self.query.bias", "attention.self.key.bias", "attention.self.value.bias")):
+                t = _dim_major_to_head_major(t, arch.heads, 0)
+            elif key.endswith("attention.output.dense.weight"):
+                t = _dim_major_to_head_major(t, arch.heads, 1)
+        out[key] = t.clone()
+    return out
+
+
+def extract(
+    supernet: SuperBertForMaskedLM,
+    arch: Arch | str,
+    head: Head = "mlm",
+    **config_kwargs,
+) -> AutoTinyBertPreTrainedModel:
+    """Return the standalone model of `arch` with the supernet's sliced weights copied in.
+
+    `head` picks the class: ``mlm`` (default, keeps the MLM head), ``base``, ``sequence-classification`` or
+    ``question-answering`` (new heads and the pooler start from BERT's initialisation). Extra keyword arguments
+    go to `AutoTinyBertConfig` (e.g. ``num_labels=3``).
+    """
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose one of {sorted(HEADS)}")
+    arch = supernet.check_arch(arch)
+    sc = supernet.config
+    config = AutoTinyBertConfig.from_arch(
+        arch,
+        vocab_size=sc.vocab_size,
+        max_position_embeddings=sc.max_position_embeddings,
+        type_vocab_size=sc.type_vocab_size,
+        layer_norm_eps=sc.layer_norm_eps,
+        hidden_dropout_prob=sc.hidden_dropout_prob,
+        attention_probs_dropout_prob=sc.attention_probs_dropout_prob,
+        initializer_range=sc.initializer_range,
+        pad_token_id=sc.pad_token_id,
+        **config_kwargs,
+    )
+    model = HEADS[head](config)
+    # The base model's keys lack the "bert." prefix that the supernet's (and every head model's) keys carry.
+    super_key = (lambda key: f"bert.{key}") if head == "base" else (lambda key: key)
+    own = model.state_dict()
+    weights = sub_state_dict(supernet, arch, {super_key(k): t.shape for k, t in own.items()})
+    with torch.no_grad():
+        for key, tensor in own.items():
+            if super_key(key) in weights:
+                tensor.copy_(weights[super_key(key)])
+    model.eval()
+    return model
+
+
+def save_extracted(model: AutoTinyBertPreTrainedModel, out: str | Path, tokenizer_dir: str | Path | None = None,
+                   overwrite: bool = False) -> Path:
+    """`save_pretrained` into a staging folder, add tokenizer files, then move it into place."""
+    with staged_dir(out, overwrite=overwrite) as stage:
+        model.save_pretrained(stage)
+        if tokenizer_dir is not None:
+            copy_tokenizer_files(tokenizer_dir, stage)
+    return Path(out)
+
+
+def to_plain_bert(model: AutoTinyBertPreTrainedModel):
+    """The same weights in the stock `transformers` BERT class (needs qkv == hidden)."""
+    from transformers import (BertConfig, BertForMaskedLM, BertForQuestionAnswering,
+                              BertForSequenceClassification, BertModel)
+
+    cfg = model.config
+    if cfg.qkv_size != cfg.hidden_size:
+        raise ValueError(f"a plain BERT needs qkv == hidden; arch {cfg.arch} has qkv {cfg.qkv_size} "
+                         f"!= hidden {cfg.hidden_size}. Keep the autotinybert folder for this arch.")
+    classes = {AutoTinyBertModel: BertModel, AutoTinyBertForMaskedLM: BertForMaskedLM,
+               AutoTinyBertForSequenceClassification: BertForSequenceClassification,
+               AutoTinyBertForQuestionAnswering: BertForQuestionAnswering}
+    bert_cls = classes[type(model)]
+    data = cfg.to_dict()
+    for key in ("model_type", "qkv_size", "architectures", "transformers_version", "auto_map"):
+        data.pop(key, None)
+    bert = bert_cls(BertConfig(**data))
+    missing, unexpected = bert.load_state_dict(model.state_dict(), strict=False)
+    # Only the tied decoder may be absent from one side; anything else is a naming bug.
+    leftover = [k for k in list(missing) + list(unexpected) if not k.startswith("cls.predictions.decoder")]
+    if leftover:
+        raise RuntimeError(f"plain BERT export: parameter names differ: {leftover[:8]}")
+    bert.tie_weights()
+    return bert.eval()

@@ -1,0 +1,224 @@
+"""The one BERT implementation, elastic in every dimension.
+
+Both the SuperBERT (`supernet.py`) and the standalone Hugging Face models (`modeling.py`) are built from these
+modules. Parameters are allocated at a maximum size; `forward` takes an `Arch` and uses the first `layers`
+layers and the top-left block of every matrix (first rows = first output features, first columns = first input
+features), the first entries of every bias, LayerNorm and embedding column. A standalone model calls the same
+code with its own arch, so every slice there is the whole tensor and is skipped.
+
+Module and parameter names follow `transformers`' BERT exactly (``encoder.layer.0.attention.self.query`` ...),
+so a standalone model with qkv == hidden is weight-for-weight a stock `BertModel`.
+
+Attention layouts of the Q/K/V output features (and of the attention-output input features):
+
+* ``head_major`` (standard BERT, and the ``heads`` cut): feature ``i * head_size + j`` is dimension j of head i,
+  so the first ``h * head_size`` features are the first h heads.
+* ``dim_major`` (the ``dims`` cut, supernets only): feature ``j * heads + i`` is dimension j of head i, so the
+  first ``heads * d`` features are the first d dimensions of every head -- a contiguous slice, no gather.
+  Extraction permutes these features back to head-major.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .arch import Arch
+
+Layout = Literal["head_major", "dim_major"]
+AttentionRequest = Literal["none", "last", "all"]
+
+
+def sliced_linear(x: Tensor, layer: nn.Linear, out_features: int, in_features: int) -> Tensor:
+    """``x @ W[:out, :in].T + b[:out]`` on views of the full parameters (no copy; skipped when full-size)."""
+    weight, bias = layer.weight, layer.bias
+    if weight.shape[0] != out_features:
+        weight = weight[:out_features]
+        bias = bias[:out_features] if bias is not None else None
+    if weight.shape[1] != in_features:
+        weight = weight[:, :in_features]
+    return F.linear(x, weight, bias)
+
+
+def sliced_layer_norm(x: Tensor, norm: nn.LayerNorm, size: int) -> Tensor:
+    weight, bias = norm.weight, norm.bias
+    if weight.shape[0] != size:
+        weight, bias = weight[:size], bias[:size]
+    return F.layer_norm(x, (size,), weight, bias, norm.eps)
+
+
+def split_heads(x: Tensor, heads: int, layout: Layout) -> Tensor:
+    """(B, T, heads * d) -> (B, heads, T, d)."""
+    B, T, width = x.shape
+    d = width // heads
+    if layout == "head_major":
+        return x.view(B, T, heads, d).transpose(1, 2)
+    return x.view(B, T, d, heads).permute(0, 3, 1, 2)
+
+
+def merge_heads(x: Tensor, layout: Layout) -> Tensor:
+    """(B, heads, T, d) -> (B, T, heads * d) in the given feature layout."""
+    B, H, T, d = x.shape
+    if layout == "head_major":
+        return x.transpose(1, 2).reshape(B, T, H * d)
+    return x.permute(0, 2, 3, 1).reshape(B, T, d * H)
+
+
+def additive_mask(attention_mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """(B, T) of 1 = token / 0 = padding -> (B, 1, 1, T) additive mask, or None when nothing is padded."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    keep = attention_mask[:, None, None, :].to(torch.bool)
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill_(~keep, torch.finfo(dtype).min)
+
+
+class Embeddings(nn.Module):
+    def __init__(self, vocab_size: int, hidden: int, max_positions: int, type_vocab_size: int,
+                 layer_norm_eps: float, dropout: float, pad_token_id: int | None):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab_size, hidden, padding_idx=pad_token_id)
+        self.position_embeddings = nn.Embedding(max_positions, hidden)
+        self.token_type_embeddings = nn.Embedding(type_vocab_size, hidden)
+        self.LayerNorm = nn.LayerNorm(hidden, eps=layer_norm_eps)
+        self.dropout = dropout
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None, position_ids: Tensor | None,
+                hidden: int) -> Tensor:
+        B, T = input_ids.shape
+        if T > self.position_embeddings.num_embeddings:
+            raise ValueError(f"sequence length {T} exceeds max_position_embeddings "
+                             f"({self.position_embeddings.num_embeddings}); truncate the input")
+        if position_ids is None:
+            position_ids = torch.arange(T, device=input_ids.device)[None, :]
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        # Look up whole rows, then cut the columns: the backward then writes one dense (V, H_max) gradient
+        # instead of a (V, h) one that autograd would zero-pad into a second (V, H_max) buffer.
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids) \
+            + self.position_embeddings(position_ids)
+        if x.shape[-1] != hidden:
+            x = x[..., :hidden]
+        x = sliced_layer_norm(x, self.LayerNorm, hidden)
+        return F.dropout(x, self.dropout, self.training)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, hidden: int, qkv: int, dropout: float):
+        super().__init__()
+        self.query = nn.Linear(hidden, qkv)
+        self.key = nn.Linear(hidden, qkv)
+        self.value = nn.Linear(hidden, qkv)
+        self.dropout = dropout
+
+
+class DenseNorm(nn.Module):
+    """Dense projection back to the hidden size, then dropout, residual and LayerNorm (BERT's *Output blocks)."""
+
+    def __init__(self, in_features: int, hidden: int, layer_norm_eps: float, dropout: float):
+        super().__init__()
+        self.dense = nn.Linear(in_features, hidden)
+        self.LayerNorm = nn.LayerNorm(hidden, eps=layer_norm_eps)
+        self.dropout = dropout
+
+    def forward(self, x: Tensor, residual: Tensor, hidden: int, in_features: int) -> Tensor:
+        x = F.dropout(sliced_linear(x, self.dense, hidden, in_features), self.dropout, self.training)
+        return sliced_layer_norm(x + residual, self.LayerNorm, hidden)
+
+
+class Attention(nn.Module):
+    def __init__(self, hidden: int, qkv: int, layer_norm_eps: float, hidden_dropout: float, attention_dropout: float):
+        super().__init__()
+        self.self = SelfAttention(hidden, qkv, attention_dropout)
+        self.output = DenseNorm(qkv, hidden, layer_norm_eps, hidden_dropout)
+
+
+class Intermediate(nn.Module):
+    def __init__(self, hidden: int, ffn: int):
+        super().__init__()
+        self.dense = nn.Linear(hidden, ffn)
+
+
+class Layer(nn.Module):
+    def __init__(self, hidden: int, ffn: int, qkv: int, layer_norm_eps: float, hidden_dropout: float,
+                 attention_dropout: float):
+        super().__init__()
+        self.attention = Attention(hidden, qkv, layer_norm_eps, hidden_dropout, attention_dropout)
+        self.intermediate = Intermediate(hidden, ffn)
+        self.output = DenseNorm(ffn, hidden, layer_norm_eps, hidden_dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None, arch: Arch, layout: Layout,
+                need_probs: bool) -> tuple[Tensor, Tensor | None]:
+        # x: (B, T, hidden); mask: (B, 1, 1, T) additive or None
+        hidden, qkv, heads = arch.hidden, arch.qkv, arch.heads
+        attn = self.attention.self
+        q = split_heads(sliced_linear(x, attn.query, qkv, hidden), heads, layout)  # (B, h, T, d)
+        k = split_heads(sliced_linear(x, attn.key, qkv, hidden), heads, layout)
+        v = split_heads(sliced_linear(x, attn.value, qkv, hidden), heads, layout)
+        p_drop = attn.dropout if self.training else 0.0
+        if need_probs:
+            scores = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)  # (B, h, T, T)
+            if mask is not None:
+                scores = scores + mask
+            probs = scores.softmax(dim=-1)
+            context = torch.matmul(F.dropout(probs, p_drop, self.training), v)
+        else:
+            probs = None
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop)
+        x = self.attention.output(merge_heads(context, layout), x, hidden, qkv)
+        h = F.gelu(sliced_linear(x, self.intermediate.dense, arch.ffn, hidden))  # (B, T, ffn)
+        return self.output(h, x, hidden, arch.ffn), probs
+
+
+@dataclass
+class EncoderOutput:
+    last_hidden_state: Tensor  # (B, T, hidden)
+    hidden_states: tuple[Tensor, ...] | None  # embeddings then every layer, each (B, T, hidden)
+    attentions: tuple[Tensor, ...] | None  # (B, h, T, T) per requested layer ("last": one entry)
+
+
+class Encoder(nn.Module):
+    def __init__(self, num_layers: int, hidden: int, ffn: int, qkv: int, layer_norm_eps: float,
+                 hidden_dropout: float, attention_dropout: float):
+        super().__init__()
+        self.layer = nn.ModuleList(
+            Layer(hidden, ffn, qkv, layer_norm_eps, hidden_dropout, attention_dropout) for _ in range(num_layers)
+        )
+
+    def forward(self, x: Tensor, mask: Tensor | None, arch: Arch, layout: Layout,
+                output_hidden_states: bool = False, attentions: AttentionRequest = "none") -> EncoderOutput:
+        all_hidden = [x] if output_hidden_states else None
+        all_probs = [] if attentions != "none" else None
+        for i in range(arch.layers):
+            need = attentions == "all" or (attentions == "last" and i == arch.layers - 1)
+            x, probs = self.layer[i](x, mask, arch, layout, need)
+            if need:
+                all_probs.append(probs)
+            if output_hidden_states:
+                all_hidden.append(x)
+        return EncoderOutput(
+            last_hidden_state=x,
+            hidden_states=tuple(all_hidden) if all_hidden is not None else None,
+            attentions=tuple(all_probs) if all_probs is not None else None,
+        )
+
+
+class PredictionHeadTransform(nn.Module):
+    def __init__(self, hidden: int, layer_norm_eps: float):
+        super().__init__()
+        self.dense = nn.Linear(hidden, hidden)
+        self.LayerNorm = nn.LayerNorm(hidden, eps=layer_norm_eps)
+
+    def forward(self, x: Tensor, hidden: int) -> Tensor:
+        return sliced_layer_norm(F.gelu(sliced_linear(x, self.dense, hidden, hidden)), self.LayerNorm, hidden)
+
+
+def mlm_logits(transform: PredictionHeadTransform, decoder_weight: Tensor, decoder_bias: Tensor,
+               x: Tensor, hidden: int) -> Tensor:
+    """BERT's MLM head: transform, then project onto the (tied) word embeddings. x: (..., hidden) -> (..., V)."""
+    if decoder_weight.shape[1] != hidden:
+        decoder_weight = decoder_weight[:, :hidden]
+    return F.linear(transform(x, hidden), decoder_weight, decoder_bias)
