@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .arch import Arch
+from .layers import Layout
 from .io import copy_tokenizer_files, staged_dir
 from .modeling import (
     AutoTinyBertConfig,
@@ -47,10 +48,13 @@ def _slice_to(src: Tensor, shape: torch.Size) -> Tensor:
     return src[tuple(slice(0, n) for n in shape)]
 
 
-def sub_state_dict(supernet: SuperBertForMaskedLM, arch: Arch, target_keys: dict[str, torch.Size]) -> dict[str, Tensor]:
-    """The supernet's tensors for `arch`, cut to the shapes in `target_keys` (standalone names, 'bert.' prefixed)."""
-    source = supernet.state_dict()
-    dim_major = supernet.config.layout == "dim_major"
+def sub_state_dict(source: dict[str, Tensor], layout: Layout, arch: Arch,
+                   target_keys: dict[str, torch.Size]) -> dict[str, Tensor]:
+    """Supernet tensors (weights, or their gradients) for `arch`, cut to the shapes in `target_keys`.
+
+    `source` uses the supernet's names ('bert.'-prefixed); `layout` is the supernet's Q/K/V feature layout.
+    """
+    dim_major = layout == "dim_major"
     out = {}
     for key, shape in target_keys.items():
         if key not in source:
@@ -98,7 +102,7 @@ def extract(
     # The base model's keys lack the "bert." prefix that the supernet's (and every head model's) keys carry.
     super_key = (lambda key: f"bert.{key}") if head == "base" else (lambda key: key)
     own = model.state_dict()
-    weights = sub_state_dict(supernet, arch, {super_key(k): t.shape for k, t in own.items()})
+    weights = sub_state_dict(supernet.state_dict(), sc.layout, arch, {super_key(k): t.shape for k, t in own.items()})
     with torch.no_grad():
         for key, tensor in own.items():
             if super_key(key) in weights:

@@ -87,7 +87,8 @@ class Embeddings(nn.Module):
         self.dropout = dropout
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None, position_ids: Tensor | None,
-                hidden: int) -> Tensor:
+                hidden: int, words: Tensor | None = None) -> Tensor:
+        """words: the (B, T, hidden) word vectors when the caller looked them up already (`TiedEmbedding`)."""
         B, T = input_ids.shape
         if T > self.position_embeddings.num_embeddings:
             raise ValueError(f"sequence length {T} exceeds max_position_embeddings "
@@ -96,12 +97,10 @@ class Embeddings(nn.Module):
             position_ids = torch.arange(T, device=input_ids.device)[None, :]
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        # Look up whole rows, then cut the columns: the backward then writes one dense (V, H_max) gradient
-        # instead of a (V, h) one that autograd would zero-pad into a second (V, H_max) buffer.
-        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids) \
-            + self.position_embeddings(position_ids)
-        if x.shape[-1] != hidden:
-            x = x[..., :hidden]
+        if words is None:
+            words = self.word_embeddings(input_ids)[..., :hidden]
+        # Position and token-type tables are small: look up whole rows, then cut the columns.
+        x = words + (self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids))[..., :hidden]
         x = sliced_layer_norm(x, self.LayerNorm, hidden)
         return F.dropout(x, self.dropout, self.training)
 
@@ -222,3 +221,35 @@ def mlm_logits(transform: PredictionHeadTransform, decoder_weight: Tensor, decod
     if decoder_weight.shape[1] != hidden:
         decoder_weight = decoder_weight[:, :hidden]
     return F.linear(transform(x, hidden), decoder_weight, decoder_bias)
+
+
+class TiedEmbedding(torch.autograd.Function):
+    """Both uses of the tied word-embedding matrix W (V, H_max) of a supernet, with one gradient buffer.
+
+    Returns the looked-up rows ``W[input_ids, :h]`` (B, T, h) and the decoder view ``W[:, :h]`` (V, h). Used
+    separately, each use would produce its own (V, H_max) gradient (a zero-filled buffer per use, then a sum);
+    here the backward writes both into a single buffer. That difference is most of what a supernet step would
+    otherwise cost over its standalone sub-model.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, input_ids: Tensor, hidden: int, padding_idx: int | None):
+        ctx.save_for_backward(input_ids)
+        ctx.shape, ctx.hidden, ctx.padding_idx = weight.shape, hidden, padding_idx
+        rows = F.embedding(input_ids, weight)[..., :hidden]
+        return rows, weight[:, :hidden]
+
+    @staticmethod
+    def backward(ctx, grad_rows: Tensor | None, grad_decoder: Tensor | None):
+        (input_ids,) = ctx.saved_tensors
+        h = ctx.hidden
+        grad = torch.zeros(ctx.shape, dtype=(grad_rows if grad_rows is not None else grad_decoder).dtype,
+                           device=input_ids.device)
+        if grad_decoder is not None:
+            grad[:, :h].copy_(grad_decoder)
+        if grad_rows is not None:
+            ids, g = input_ids.reshape(-1), grad_rows.reshape(-1, h)
+            if ctx.padding_idx is not None:  # nn.Embedding semantics: the padding row gets no lookup gradient
+                g = g.masked_fill((ids == ctx.padding_idx)[:, None], 0.0)
+            grad[:, :h].index_add_(0, ids, g)
+        return grad, None, None, None

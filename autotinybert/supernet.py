@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from .arch import Arch
 from .errors import UserError
 from .io import atomic_path, atomic_write_json, copy_tokenizer_files
-from .layers import Embeddings, Encoder, Layout, PredictionHeadTransform, additive_mask, mlm_logits
+from .layers import Embeddings, Encoder, Layout, PredictionHeadTransform, TiedEmbedding, additive_mask, mlm_logits
 from .space import SearchSpace
 
 CONFIG_NAME = "config.json"
@@ -188,7 +188,10 @@ class SuperBertForMaskedLM(nn.Module):
         logits are (B, T, V). `output_attentions` returns the last layer's attention probabilities.
         """
         arch = self.check_arch(arch)
-        x = self.bert.embeddings(input_ids, token_type_ids, None, arch.hidden)
+        emb = self.bert.embeddings
+        words, decoder_weight = TiedEmbedding.apply(emb.word_embeddings.weight, input_ids, arch.hidden,
+                                                    emb.word_embeddings.padding_idx)
+        x = emb(input_ids, token_type_ids, None, arch.hidden, words=words)
         mask = additive_mask(attention_mask, x.dtype)
         enc = self.bert.encoder(x, mask, arch, self.config.layout, output_hidden_states,
                                 "last" if output_attentions else "none")
@@ -200,15 +203,18 @@ class SuperBertForMaskedLM(nn.Module):
         if labels is not None:
             selected = labels != -100
             hidden = enc.last_hidden_state[selected]  # (N, hidden): no logits for unlabelled positions
-            out.logits = self.mlm_logits(hidden, arch.hidden)
+            out.logits = self.mlm_logits(hidden, arch.hidden, decoder_weight)
             out.loss = F.cross_entropy(out.logits, labels[selected])
         elif return_logits:
-            out.logits = self.mlm_logits(enc.last_hidden_state, arch.hidden)
+            out.logits = self.mlm_logits(enc.last_hidden_state, arch.hidden, decoder_weight)
         return out
 
-    def mlm_logits(self, hidden_states: Tensor, hidden: int) -> Tensor:
+    def mlm_logits(self, hidden_states: Tensor, hidden: int, decoder_weight: Tensor | None = None) -> Tensor:
+        """MLM logits (..., V) of `hidden_states` (..., hidden); `decoder_weight` is the (V, hidden) tied view."""
         head = self.cls.predictions
-        return mlm_logits(head.transform, self.bert.embeddings.word_embeddings.weight, head.bias, hidden_states, hidden)
+        if decoder_weight is None:
+            decoder_weight = self.bert.embeddings.word_embeddings.weight
+        return mlm_logits(head.transform, decoder_weight, head.bias, hidden_states, hidden)
 
     # ----- folders -------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
