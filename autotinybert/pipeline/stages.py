@@ -1,0 +1,99 @@
+"""Stage bookkeeping for `autotinybert run`: skip what is done, resume what was interrupted, redo what changed.
+
+Every stage writes into ``RUN_DIR/<stage>/``:
+
+* ``config.json`` -- the stage's resolved config and its fingerprint, written before the stage starts;
+* ``DONE.json``   -- the completion marker: fingerprint, outputs (a JSON dict the next stages read), wall time.
+
+A stage's fingerprint hashes its own config and the fingerprints of the stages it reads from, so changing one
+stage's config re-runs that stage and everything downstream of it, and nothing upstream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..io import atomic_write_json
+
+CONFIG_FILE = "config.json"
+DONE_FILE = "DONE.json"
+
+
+def fingerprint(config: Any, upstream: list[str]) -> str:
+    payload = json.dumps({"config": config, "upstream": upstream}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass
+class StageResult:
+    name: str
+    fingerprint: str
+    outputs: dict[str, Any]
+    skipped: bool  # True when a completed stage with the same fingerprint was reused
+    resumed: bool  # True when an interrupted run of the same config was continued
+    wall_s: float
+
+
+class StageRunner:
+    """Runs stages in order inside one run folder. `log` receives one line per decision."""
+
+    def __init__(self, run_dir: str | Path, log: Callable[[str], None] = print):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        self.results: dict[str, StageResult] = {}
+
+    def stage_dir(self, name: str) -> Path:
+        return self.run_dir / name
+
+    def done(self, name: str) -> dict[str, Any] | None:
+        marker = self.stage_dir(name) / DONE_FILE
+        return json.loads(marker.read_text()) if marker.is_file() else None
+
+    def run(self, name: str, config: Any, fn: Callable[[Path, bool], dict[str, Any]],
+            upstream: tuple[str, ...] = ()) -> StageResult:
+        """Run `fn(stage_dir, resume)` unless a completed run with the same fingerprint exists.
+
+        `upstream` names earlier stages whose outputs this one reads; their fingerprints enter this one's.
+        """
+        missing = [u for u in upstream if u not in self.results]
+        if missing:
+            raise RuntimeError(f"stage {name!r} needs stages {missing} to run first")
+        fp = fingerprint(config, [self.results[u].fingerprint for u in upstream])
+        stage_dir = self.stage_dir(name)
+        done = self.done(name)
+        if done is not None and done.get("fingerprint") == fp:
+            self.log(f"[{name}] done already (fingerprint {fp}); skipping")
+            result = StageResult(name, fp, done.get("outputs", {}), skipped=True, resumed=False, wall_s=0.0)
+            self.results[name] = result
+            return result
+        resume = False
+        started_file = stage_dir / CONFIG_FILE
+        if stage_dir.exists():
+            previous = json.loads(started_file.read_text()).get("fingerprint") if started_file.is_file() else None
+            if done is None and previous == fp:
+                resume = True
+                self.log(f"[{name}] resuming an interrupted run (fingerprint {fp})")
+            else:
+                why = "its config or an upstream stage changed" if previous else "it holds no stage record"
+                self.log(f"[{name}] re-running from scratch: {why}")
+                shutil.rmtree(stage_dir)
+        if not resume:
+            self.log(f"[{name}] running (fingerprint {fp})")
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(started_file, {"stage": name, "fingerprint": fp, "upstream": list(upstream),
+                                         "config": config})
+        start = time.time()
+        outputs = fn(stage_dir, resume) or {}
+        wall = time.time() - start
+        atomic_write_json(stage_dir / DONE_FILE, {"stage": name, "fingerprint": fp, "outputs": outputs,
+                                                  "wall_s": round(wall, 2), "finished": time.time()})
+        result = StageResult(name, fp, outputs, skipped=False, resumed=resume, wall_s=wall)
+        self.results[name] = result
+        return result

@@ -1,0 +1,94 @@
+"""Stage bookkeeping: skip completed stages, resume interrupted ones, invalidate downstream on config change;
+overrides with clear errors; the demo's docstring data."""
+
+import json
+
+import pytest
+
+from autotinybert.pipeline.overrides import ConfigError, apply_overrides
+from autotinybert.pipeline.stages import StageRunner
+
+
+def make_stage(calls, name, fail=False):
+    def fn(stage_dir, resume):
+        calls.append((name, resume))
+        (stage_dir / "partial.txt").write_text("x")
+        if fail:
+            raise KeyboardInterrupt  # a kill mid-stage
+        return {"value": name}
+    return fn
+
+
+def run_all(run_dir, configs, calls, fail_at=None):
+    runner = StageRunner(run_dir, log=lambda line: None)
+    runner.run("a", configs["a"], make_stage(calls, "a", fail_at == "a"))
+    runner.run("b", configs["b"], make_stage(calls, "b", fail_at == "b"), upstream=("a",))
+    runner.run("c", configs["c"], make_stage(calls, "c", fail_at == "c"), upstream=("b",))
+    return runner
+
+
+def test_skip_resume_and_invalidation(tmp_path):
+    configs = {"a": {"x": 1}, "b": {"y": 2}, "c": {"z": 3}}
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        run_all(tmp_path, configs, calls, fail_at="b")
+    assert calls == [("a", False), ("b", False)]
+    assert not (tmp_path / "b" / "DONE.json").exists()
+
+    calls.clear()
+    runner = run_all(tmp_path, configs, calls)
+    assert calls == [("b", True), ("c", False)]  # a skipped, b resumed, c fresh
+    assert runner.results["a"].skipped and runner.results["b"].resumed
+
+    calls.clear()
+    run_all(tmp_path, configs, calls)
+    assert calls == []  # everything done
+
+    calls.clear()
+    configs["b"] = {"y": 5}
+    run_all(tmp_path, configs, calls)
+    assert calls == [("b", False), ("c", False)]  # b changed: b and c re-run, a untouched
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["config"] == {"y": 5}
+
+
+def test_changed_config_of_an_interrupted_stage_starts_over(tmp_path):
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        run_all(tmp_path, {"a": {"x": 1}, "b": {}, "c": {}}, calls, fail_at="a")
+    calls.clear()
+    run_all(tmp_path, {"a": {"x": 2}, "b": {}, "c": {}}, calls)
+    assert calls[0] == ("a", False)
+
+
+def test_overrides():
+    defaults = {"search": {"population": 25, "targets": [4]}, "seed": 0}
+    out = apply_overrides(defaults, ["search.population=10", "seed=3", "search.targets=[4, 10]"], defaults)
+    assert out == {"search": {"population": 10, "targets": [4, 10]}, "seed": 3}
+    assert defaults["search"]["population"] == 25
+    with pytest.raises(ConfigError, match="unknown key 'search.populaton'"):
+        apply_overrides(defaults, ["search.populaton=3"], defaults)
+    with pytest.raises(ConfigError, match="must look like key.sub=value"):
+        apply_overrides(defaults, ["seed"], defaults)
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        apply_overrides(defaults, ["seed=[1"], defaults)
+
+
+def test_demo_docstring_data(tmp_path):
+    from autotinybert.demo import build_demo_data
+
+    data = build_demo_data(tmp_path, seed=0, train_pairs=200, dev_pairs=60)
+    assert data.documents > 500 and data.words > 20_000
+    text = data.corpus_file.read_text()
+    assert "\n\n" in text and "<doc" not in text
+    rows = (data.task_dir / "train.tsv").read_text().splitlines()
+    assert rows[0] == "label\tsentence1\tsentence2" and len(rows) == 201
+    labels = [r.split("\t")[0] for r in rows[1:]]
+    assert labels.count("1") == labels.count("0") == 100
+    assert all(len(r.split("\t")) == 3 for r in rows)
+    dev = set((data.task_dir / "dev.tsv").read_text().splitlines()[1:])
+    train_sentences = {s for r in rows[1:] for s in r.split("\t")[1:]}
+    dev_sentences = {s for r in dev for s in r.split("\t")[1:]}
+    # disjoint docstrings: a sentence may repeat across docstrings by chance, but only rarely
+    assert len(train_sentences & dev_sentences) <= 0.02 * len(dev_sentences)
+    again = build_demo_data(tmp_path / "again", seed=0, train_pairs=200, dev_pairs=60)
+    assert (again.task_dir / "train.tsv").read_text() == (data.task_dir / "train.tsv").read_text()
