@@ -1,7 +1,8 @@
 """Evaluators: an arch in, a score dict and a fitness (higher is better) out.
 
 An evaluator is any object with ``name``, ``setup()`` (load what it needs; called once in every process that
-evaluates, after it was sent there) and ``evaluate(arch) -> Evaluation``. Evaluators that run in worker processes
+evaluates, after it was sent there) and ``evaluate(arch) -> Evaluation``; an optional ``check()`` runs in the
+main process before the search starts, for cheap input checks. Evaluators that run in worker processes
 are pickled before `setup`, so they hold only paths and settings until then.
 
 * `FinetuneEvaluator`: the downstream issue's budgeted fine-tune of the extracted sub-model on a list of tasks;
@@ -14,7 +15,6 @@ are pickled before `setup`, so they hold only paths and settings until then.
 from __future__ import annotations
 
 import importlib
-import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +108,11 @@ class LossEvaluator:
             self._proxy = LossProxy(self.supernet_dir, max_sequences=self.max_sequences, batch_size=self.batch_size,
                                     seed=self.seed, device=self.device)
 
+    def check(self) -> None:
+        """Cheap checks before the search starts: the supernet folder has its config."""
+        if not (Path(self.supernet_dir) / "config.json").is_file():
+            raise EvaluatorError(f"supernet folder {self.supernet_dir} has no config.json")
+
     def evaluate(self, arch: Arch) -> Evaluation:
         self.setup()
         loss = float(self._proxy(arch))
@@ -124,7 +129,7 @@ class FinetuneEvaluator:
     supernet_dir: str
     tasks: tuple[str, ...]
     data_dir: str
-    budget: dict[str, Any] = field(default_factory=dict)  # keyword arguments of downstream.Budget
+    budget: dict[str, Any] = field(default_factory=dict)  # fields of downstream.Budget
     seed: int = 0
     tokenizer_dir: str | None = None  # default: the supernet folder
     name: str = "finetune"
@@ -134,33 +139,35 @@ class FinetuneEvaluator:
         self.tasks = tuple(self.tasks)
         if not self.tasks:
             raise EvaluatorError("the finetune evaluator needs at least one task (--tasks SST-2 MRPC ...)")
-        if not Path(self.data_dir).is_dir():
-            raise EvaluatorError(f"--data folder {self.data_dir} does not exist (it should hold glue/<TASK>/ ...)")
+
+    @staticmethod
+    def _downstream():
+        try:
+            from .. import downstream
+        except ImportError as err:
+            raise EvaluatorError(f"the finetune evaluator needs autotinybert.downstream (downstream evaluation): "
+                                 f"{err}") from None
+        return downstream
+
+    def check(self) -> None:
+        """Cheap checks in the main process before the search starts: tasks known, budget valid, data present."""
+        downstream = self._downstream()
+        budget = downstream.Budget.from_dict(self.budget)
+        for spec in downstream.parse_tasks(list(self.tasks)):
+            budget.finetune_config(spec, self.data_dir, self.seed)
+            if not str(self.data_dir).startswith("hf"):
+                downstream.data.task_folder(spec, self.data_dir)
 
     def setup(self) -> None:
         if self._loaded is not None:
             return
-        try:
-            from ..downstream import Budget, score_supernet_arch
-        except ImportError as err:
-            raise EvaluatorError(f"the finetune evaluator needs autotinybert.downstream (downstream evaluation): "
-                                 f"{err}") from None
-        from transformers import AutoTokenizer
-
         from ..supernet import SuperBertForMaskedLM
 
-        try:
-            budget = Budget(**self.budget)
-        except TypeError as err:
-            raise EvaluatorError(f"bad finetune budget {self.budget}: {err}") from None
+        downstream = self._downstream()
+        budget = downstream.Budget.from_dict(self.budget)
         supernet = SuperBertForMaskedLM.from_pretrained(self.supernet_dir)
-        tokenizer_dir = self.tokenizer_dir or self.supernet_dir
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        except (OSError, ValueError) as err:
-            raise EvaluatorError(f"no tokenizer in {tokenizer_dir} (the supernet folder should hold its tokenizer "
-                                 f"files, or pass tokenizer_dir): {err}") from None
-        self._loaded = (supernet, tokenizer, budget, score_supernet_arch)
+        # a folder path: the downstream code loads (and caches) the tokenizer itself
+        self._loaded = (supernet, str(self.tokenizer_dir or self.supernet_dir), budget, downstream.score_supernet_arch)
 
     def evaluate(self, arch: Arch) -> Evaluation:
         self.setup()
@@ -205,7 +212,3 @@ def check_picklable(evaluator: Evaluator) -> None:
     except Exception as err:  # lambdas, closures, open handles: pickle raises several types
         raise EvaluatorError(f"evaluator {getattr(evaluator, 'name', evaluator)!r} cannot be sent to worker processes "
                              f"({err}); define it at module level in an importable module, or use workers=1") from None
-
-
-def fitness_is_finite(evaluation: Evaluation) -> bool:
-    return math.isfinite(evaluation.fitness)

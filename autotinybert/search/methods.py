@@ -11,8 +11,9 @@ generations, never on evaluation order or worker count, so a resumed run re-deri
   to a fresh admissible arch.
 * ``random``: the same number of candidates, every one a fresh admissible sample.
 * ``fast`` (paper §4.4): one candidate per layer count that satisfies 1.6 dm <= df <= 1.9 dm and
-  0.7 dm <= dqkv <= dm; of ``fast_pool`` such admissible draws, the one whose predicted latency is closest to the
-  target (it spends the latency budget most fully).
+  0.7 dm <= dqkv <= dm; of up to ``fast_pool`` such admissible draws (at most ``max_draws`` draws per layer
+  count), the one whose predicted latency is closest to the target (it spends the latency budget most fully).
+  Layer counts with no admissible rule arch are skipped and listed in the generation's stats.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 from ..arch import Arch
 from .sampling import (FAST_RULE, AdmissibleSampler, InfeasibleTargetError, SamplerStats, fast_rule_draw,
-                       satisfies_fast_rule)
+                       sample_many, satisfies_fast_rule)
 
 METHODS = ("evolved", "random", "fast")
 _PROPOSE_STREAM = 1  # generator streams: (seed, generation, stream)
@@ -144,13 +145,8 @@ def _fast(sampler: AdmissibleSampler, rng: np.random.Generator, params: MethodPa
           ) -> tuple[list[Proposal], dict[str, int | list[int]]]:
     proposals, skipped = [], []
     for layers in sampler.space.layers.values():
-        pool: list[Arch] = []
-        draw = fast_rule_draw(sampler.space, layers)
-        for _ in range(params.fast_pool):
-            try:
-                pool.append(sampler.sample(rng, exclude=taken | set(pool), draw=draw, accept=satisfies_fast_rule))
-            except InfeasibleTargetError:
-                break  # this layer count has fewer admissible rule archs than fast_pool (maybe none)
+        pool = sample_many(sampler, rng, params.fast_pool, exclude=taken,
+                           draw=fast_rule_draw(sampler.space, layers), accept=satisfies_fast_rule)
         if not pool:
             skipped.append(layers)
             continue

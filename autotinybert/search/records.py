@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,6 @@ class CandidateRecord:
     parent: str | None
     wall_s: float  # evaluation time
     worker: str = ""  # "main", "pid:<n>" or "rank:<n>"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def arch_value(self) -> Arch:
@@ -60,7 +59,7 @@ class CandidateRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CandidateRecord:
         names = set(cls.__dataclass_fields__)
-        missing = sorted(n for n in names - set(data) if n not in ("worker", "extra"))
+        missing = sorted(n for n in names - set(data) if n != "worker")
         if missing:
             raise RecordError(f"candidate record lacks field(s) {missing}")
         return cls(**{k: v for k, v in data.items() if k in names})

@@ -118,6 +118,29 @@ class AdmissibleSampler:
             f"pick a target inside the reachable range, ask for fewer candidates, or raise max_draws.")
 
 
+def sample_many(sampler: AdmissibleSampler, rng: np.random.Generator, n: int, exclude: Collection[Arch] = (),
+                draw: Callable[[np.random.Generator], Arch | None] | None = None,
+                accept: Callable[[Arch], bool] | None = None, layers: int | None = None) -> list[Arch]:
+    """Up to `n` distinct admissible archs not in `exclude`, from at most ``sampler.max_draws`` draws in all
+    (fewer when the window holds fewer; never raises for that)."""
+    found: list[Arch] = []
+    stats = sampler.stats
+    for _ in range(sampler.max_draws):
+        if len(found) >= n:
+            break
+        stats.draws += 1
+        arch = draw(rng) if draw is not None else sampler.space.sample(rng, layers=layers)
+        if arch is None or (accept is not None and not accept(arch)):
+            stats.rejected_rule += 1
+        elif arch in exclude or arch in found:
+            stats.rejected_duplicate += 1
+        elif not sampler.window.admits(sampler.latency(arch)):
+            stats.rejected_latency += 1
+        else:
+            found.append(arch)
+    return found
+
+
 # ----- the fast development rule (paper §4.4) ----------------------------------------------------
 def satisfies_fast_rule(arch: Arch) -> bool:
     """1.6 dm <= df <= 1.9 dm and 0.7 dm <= dqkv <= dm (integer arithmetic, so grid values on the bounds count)."""
@@ -131,19 +154,25 @@ def fast_rule_draw(space: SearchSpace, layers: int) -> Callable[[np.random.Gener
     band keeps the number of draws small. A hidden size with no grid value in a band gives None, which the
     sampler counts as a rule rejection and redraws.
     """
-    qkv_values = space.qkv_values
+    if space.attention == "heads":
+        attention = [(h, space.head_size * h) for h in space.heads.values()]
+    else:
+        attention = [(space.heads.low, q) for q in space.qkv.values()]
+    ffn = space.ffn
+    bands: dict[int, tuple[int, int, list[tuple[int, int]]]] = {}
+    for hidden in space.hidden.values():
+        # grid indices i with 1.6 h <= ffn.low + i * step <= 1.9 h, in integer arithmetic
+        first = max(0, -(-(16 * hidden - 10 * ffn.low) // (10 * ffn.step)))
+        last = min(ffn.count - 1, (19 * hidden - 10 * ffn.low) // (10 * ffn.step))
+        options = [(h, q) for h, q in attention if 7 * hidden <= 10 * q <= 10 * hidden]
+        bands[hidden] = (first, last, options)
 
     def draw(rng: np.random.Generator) -> Arch | None:
         hidden = space.hidden.sample(rng)
-        ffns = [f for f in space.ffn.values() if 16 * hidden <= 10 * f <= 19 * hidden]
-        if space.attention == "heads":
-            options = [(h, space.head_size * h) for h in space.heads.values()]
-        else:
-            options = [(space.heads.low, q) for q in qkv_values]
-        options = [(h, q) for h, q in options if 7 * hidden <= 10 * q <= 10 * hidden]
-        if not ffns or not options:
+        first, last, options = bands[hidden]
+        if first > last or not options:
             return None
         heads, qkv = options[int(rng.integers(len(options)))]
-        return Arch(layers, hidden, ffns[int(rng.integers(len(ffns)))], heads, qkv)
+        return Arch(layers, hidden, ffn.at(first + int(rng.integers(last - first + 1))), heads, qkv)
 
     return draw

@@ -114,3 +114,26 @@ def _window_pair(window) -> tuple[float, float]:
     if low > high:
         raise TargetError(f"window low factor {low} is above high factor {high}")
     return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class FlopsLatencyModel:
+    """An analytic `LatencyModel`: latency proportional to the encoder's multiply-adds per sequence.
+
+    ``predict(arch) = reference_ms * macs(arch) / macs(BERT-base)``, with per layer and token
+    ``4 h q`` (Q, K, V and output projections: 3 h q + q h), ``2 h f`` (FFN) and ``2 T q`` (attention scores and
+    weighted sum at sequence length T). A rough stand-in for a measured predictor: no fixed overheads, no cache
+    effects. Useful for dry runs and tests; use `autotinybert.latency.LatencyPredictor` for real targets.
+    """
+
+    reference_ms: float = 100.0
+    seq_len: int = 128
+
+    def macs(self, arch: Arch) -> int:
+        h, f, q = arch.hidden, arch.ffn, arch.qkv
+        return arch.layers * self.seq_len * (4 * h * q + 2 * h * f + 2 * self.seq_len * q)
+
+    def predict(self, arch: Arch) -> float:
+        from ..arch import BERT_BASE
+
+        return self.reference_ms * self.macs(arch) / self.macs(BERT_BASE)
