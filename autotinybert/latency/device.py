@@ -2,7 +2,7 @@
 
 A record has two kinds of fields:
 
-* **settings** (``backend``, ``device``, ``threads``, ``batch``, ``seq_len``): the request itself. A latency
+* **settings** (``backend``, ``device``, ``threads``, ``batch``, ``seq_len``, ``clock``): the request itself. A latency
   measured at 1 thread says nothing about 4 threads, so a predictor asked about other settings raises
   `DeviceMismatchError`.
 * **machine** (``cpu``, ``cpu_count``, ``gpu``, ``torch``, ``onnxruntime``, ``machine``): the hardware and the
@@ -21,10 +21,11 @@ from typing import Any
 
 from ..errors import UserError
 
-SETTING_KEYS = ("backend", "device", "threads", "batch", "seq_len")
+SETTING_KEYS = ("backend", "device", "threads", "batch", "seq_len", "clock")
 MACHINE_KEYS = ("cpu", "cpu_count", "gpu", "machine", "torch", "onnxruntime")
 BACKENDS = ("torch", "onnxruntime")
 DEVICES = ("cpu", "cuda")
+CLOCKS = ("wall", "cpu")
 
 
 class DeviceMismatchError(UserError):
@@ -45,8 +46,13 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def check_settings(backend: str, device: str, threads: int, batch: int, seq_len: int) -> None:
+def check_settings(backend: str, device: str, threads: int, batch: int, seq_len: int, clock: str = "wall") -> None:
     """Raise `UserError` for a bad measurement request before anything is built."""
+    if clock not in CLOCKS:
+        raise UserError(f"unknown clock {clock!r}; choose 'wall' (elapsed time) or 'cpu' (the thread's CPU time)")
+    if clock == "cpu" and (device != "cpu" or threads != 1):
+        raise UserError("clock 'cpu' (thread CPU time) measures latency only for one thread on the CPU, where the "
+                        "whole forward runs on the calling thread; use --clock wall with --threads > 1 or CUDA")
     if backend not in BACKENDS:
         raise UserError(f"unknown latency backend {backend!r}; choose one of {list(BACKENDS)}")
     if device not in DEVICES:
@@ -74,12 +80,12 @@ def check_settings(backend: str, device: str, threads: int, batch: int, seq_len:
 
 
 def device_record(backend: str = "torch", device: str = "cpu", threads: int = 1, batch: int = 1,
-                  seq_len: int = 128) -> dict[str, Any]:
+                  seq_len: int = 128, clock: str = "wall") -> dict[str, Any]:
     """The record stored with every measurement and every predictor: settings plus this machine."""
     import torch
 
     record: dict[str, Any] = {"backend": backend, "device": device, "threads": threads, "batch": batch,
-                              "seq_len": seq_len, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+                              "seq_len": seq_len, "clock": clock, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
                               "gpu": None, "machine": platform.machine(), "torch": torch.__version__,
                               "onnxruntime": None}
     if device == "cuda" and torch.cuda.is_available():

@@ -1,0 +1,245 @@
+"""The latency dataset: sampled archs measured on this machine, one JSON line each, resumable.
+
+Each line is a `LatencyRecord` plus ``kind`` ("arch" or "reference"), ``reference_ms`` (the BERT-base latency
+measured most recently, for drift tracking), ``index`` (position in the sampled list), ``time`` and the full
+``device`` record. Lines are appended, flushed and fsynced one at a time, so a kill loses at most the arch in
+flight; a half-written last line is cut off on the next run. Rerunning with the same file skips every arch
+already in it (the sampled list is deterministic in the seed), and refuses a file measured with other settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..arch import BERT_BASE, Arch
+from ..errors import UserError
+from ..space import SearchSpace
+from .device import SETTING_KEYS, check_settings, compare_records, device_record
+from .measure import (LatencyRecord, Timer, _check_counts, clock_timer, make_runner, summarize, time_interleaved,
+                      torch_threads)
+
+
+def sample_archs(space: SearchSpace, n: int, seed: int = 0) -> list[Arch]:
+    """`n` distinct archs from `space`, the layer count cycling through every value so each depth is covered.
+
+    Deterministic in (space, n's prefix, seed): the first k of ``sample_archs(space, n)`` equal
+    ``sample_archs(space, k)``, so growing a dataset keeps what is measured.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise UserError(f"--n must be a positive integer, got {n!r}")
+    if n > space.size():
+        raise UserError(f"search space '{space.name}' has only {space.size():,} archs; ask for --n <= that")
+    rng = np.random.default_rng(seed)
+    depths = list(space.layers.values())
+    seen: set[Arch] = set()
+    out: list[Arch] = []
+    attempts = 0
+    while len(out) < n:
+        attempts += 1
+        if attempts > 50 * n + 1000:  # bounded: a tiny space with n near its size
+            raise UserError(f"could not draw {n} distinct archs from '{space.name}' in {attempts} tries; ask for fewer")
+        arch = space.sample(rng, layers=depths[len(out) % len(depths)])
+        if arch not in seen:
+            seen.add(arch)
+            out.append(arch)
+    return out
+
+
+@dataclass
+class LatencyDataset:
+    """What a JSONL file holds: arch records, reference (BERT-base) records and the device record."""
+
+    records: list[LatencyRecord] = field(default_factory=list)
+    references: list[LatencyRecord] = field(default_factory=list)
+    device: dict[str, Any] | None = None
+    reference_at: list[float] = field(default_factory=list)  # per arch record: the reference ms measured nearest
+
+    @property
+    def reference_ms(self) -> float:
+        """Median over every BERT-base measurement in the file."""
+        if not self.references:
+            raise UserError("the latency file holds no reference (BERT-base) measurement; "
+                            "measure with autotinybert latency measure, which times it at intervals")
+        return float(np.median([r.median_ms for r in self.references]))
+
+    def extend(self, other: LatencyDataset) -> None:
+        if self.device is not None and other.device is not None:
+            compare_records(self.device, other.device, what="first latency file")
+        self.device = self.device or other.device
+        self.records += other.records
+        self.references += other.references
+        self.reference_at += other.reference_at
+
+
+def _read_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Parsed lines and the byte length of the complete part (a torn last line is not counted)."""
+    data = path.read_bytes()
+    good = data.rfind(b"\n") + 1  # everything after the last newline is a torn write
+    rows = []
+    for number, line in enumerate(data[:good].splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}:{number} is not valid JSON ({err}); it is not a latency file written by "
+                            "autotinybert latency measure") from None
+    return rows, good
+
+
+def read_dataset(path: str | Path) -> LatencyDataset:
+    """Load a latency JSONL file (a torn last line from a kill is ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"latency file {path} does not exist; create it with autotinybert latency measure")
+    rows, _ = _read_lines(path)
+    dataset = LatencyDataset()
+    for row in rows:
+        record = LatencyRecord.from_dict(row)
+        if dataset.device is None and isinstance(row.get("device"), dict):
+            dataset.device = row["device"]
+        if row.get("kind") == "reference" or record.is_reference:
+            dataset.references.append(record)
+        else:
+            dataset.records.append(record)
+            dataset.reference_at.append(float(row.get("reference_ms") or "nan"))
+    return dataset
+
+
+def load_datasets(paths: list[str | Path]) -> LatencyDataset:
+    """Several latency files measured with the same settings, merged."""
+    merged = LatencyDataset()
+    for path in paths:
+        merged.extend(read_dataset(path))
+    return merged
+
+
+@dataclass
+class MeasureSummary:
+    """What `measure_dataset` did."""
+
+    path: str
+    requested: int
+    skipped: int  # already in the file
+    measured: int
+    references: int  # BERT-base measurements taken in this run
+    reference_ms: float | None  # median over the whole file
+    seconds: float
+
+
+class _JsonlAppender:
+    """Appends one line at a time with flush + fsync (a kill loses at most the line being written)."""
+
+    def __init__(self, path: Path, keep_bytes: int | None):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if keep_bytes is not None and path.exists() and path.stat().st_size != keep_bytes:
+            with open(path, "r+b") as handle:  # cut the torn last line of a killed run
+                handle.truncate(keep_bytes)
+        self.handle = open(path, "a", encoding="utf-8")
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.handle.write(json.dumps(row) + "\n")
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def measure_dataset(space: SearchSpace | str, n: int, out: str | Path, *, seed: int = 0, backend: str = "torch",
+                    device: str = "cpu", threads: int = 1, batch: int = 1, seq_len: int = 128, warmup: int = 2,
+                    repeats: int = 7, reference_every: int = 25, clock: str = "wall", progress: bool = True,
+                    timer: Timer | None = None,
+                    on_record: Callable[[LatencyRecord], None] | None = None) -> MeasureSummary:
+    """Measure `n` archs sampled from `space` (seeded, every depth covered) into the JSONL file `out`.
+
+    BERT-base is re-measured before the first arch, every `reference_every` archs and after the last.
+    ``clock="cpu"`` times the thread's CPU time (for a shared machine, see `clock_timer`). Archs already in `out`
+    are skipped, so rerunning after a kill resumes; a file measured with other settings is refused.
+    """
+    started = time.time()
+    space = SearchSpace.load(space)
+    check_settings(backend, device, threads, batch, seq_len, clock)
+    _check_counts(warmup, repeats)
+    timer = timer or clock_timer(clock)
+    if isinstance(reference_every, bool) or not isinstance(reference_every, int) or reference_every < 1:
+        raise UserError(f"reference_every must be a positive integer, got {reference_every!r}")
+    out = Path(out)
+    if out.exists() and out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a .jsonl file path")
+    archs = sample_archs(space, n, seed)
+    record_device = device_record(backend, device, threads, batch, seq_len, clock)
+
+    done: set[Arch] = set()
+    keep_bytes = None
+    if out.exists():
+        rows, keep_bytes = _read_lines(out)
+        for row in rows:
+            saved = row.get("device") or {}
+            mismatch = {k: (saved.get(k), record_device[k]) for k in SETTING_KEYS if saved.get(k) != record_device[k]}
+            if mismatch:
+                raise UserError(f"{out} was measured with other settings {mismatch} (file vs request); rerun with "
+                                "the same settings or choose a new --out")
+            if row.get("kind") != "reference":
+                done.add(Arch.parse(row["arch"]))
+        if rows:
+            compare_records(rows[0]["device"], record_device, what=f"latency file {out}")
+    todo = [(i, a) for i, a in enumerate(archs) if a not in done]
+
+    def run_one(arch: Arch) -> LatencyRecord:
+        runner = make_runner(arch, backend=backend, device=device, threads=threads, batch=batch, seq_len=seq_len,
+                             seed=seed)
+        try:
+            (samples,) = time_interleaved([runner], warmup=warmup, repeats=repeats, timer=timer)
+        finally:
+            runner.close()
+        stats = summarize(samples)
+        return LatencyRecord(arch, stats.median_ms, stats.iqr_ms, stats.repeats, backend, device, threads, batch,
+                             seq_len, clock, False, samples)
+
+    def row_of(record: LatencyRecord, kind: str, index: int | None, reference_ms: float | None) -> dict[str, Any]:
+        return {"kind": kind, **record.to_dict(), "index": index,
+                "reference_ms": None if reference_ms is None else round(reference_ms, 5),
+                "space": space.name, "seed": seed, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "device": record_device}
+
+    references = 0
+    writer = _JsonlAppender(out, keep_bytes)
+    try:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(archs), initial=len(archs) - len(todo), desc=f"latency {space.name}", unit="arch",
+                   disable=not progress)
+        with torch_threads(threads):
+            reference_ms = None
+            for count, (index, arch) in enumerate(todo):
+                if count % reference_every == 0:
+                    ref = run_one(BERT_BASE)
+                    ref.is_reference = True
+                    reference_ms = ref.median_ms
+                    writer.write(row_of(ref, "reference", None, None))
+                    references += 1
+                record = run_one(arch)
+                writer.write(row_of(record, "arch", index, reference_ms))
+                if on_record is not None:
+                    on_record(record)
+                bar.update(1)
+                bar.set_postfix(ms=f"{record.median_ms:.1f}", ref_ms=f"{reference_ms:.0f}")
+            if todo:  # close the run with a reference too, so drift over the last interval is visible
+                ref = run_one(BERT_BASE)
+                ref.is_reference = True
+                writer.write(row_of(ref, "reference", None, None))
+                references += 1
+        bar.close()
+    finally:
+        writer.close()
+    final = read_dataset(out)
+    return MeasureSummary(str(out), len(archs), len(archs) - len(todo), len(todo), references,
+                          final.reference_ms if final.references else None, round(time.time() - started, 1))
