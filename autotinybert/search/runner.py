@@ -185,7 +185,11 @@ def load_predictor(spec: str) -> LatencyModel:
             raise SearchConfigError(f"latency predictor file {spec} does not exist (build one with the latency tools)")
         from ..latency import LatencyPredictor
 
-        return check_latency_model(LatencyPredictor.load(path))
+        predictor = LatencyPredictor.load(path)
+        # Latency measured on another machine or with other settings is not this machine's latency:
+        # other settings raise, another CPU or library version warns.
+        predictor.check_device()
+        return check_latency_model(predictor)
     obj = import_callable(spec)
     if isinstance(obj, type) or (not callable(getattr(obj, "predict", None)) and callable(obj)):
         obj = obj()  # a class or a factory
