@@ -1,0 +1,117 @@
+"""Checkpoints: weights and optimizer tensors as safetensors, everything else as JSON; written atomically.
+
+    <out>/checkpoints/step-0000100/
+        model.safetensors       the trainable module (model.* and, for kd, projection.*)
+        optimizer.safetensors   AdamW moments and step counts, keyed "<param index>.<name>"
+        trainer_state.json      step, config fingerprint + settings, optimizer hyper-parameters, scheduler,
+                                RNG state, data position
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from ..errors import UserError
+from ..io import atomic_write_json, staged_dir
+
+STATE_NAME = "trainer_state.json"
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be resumed (missing, unreadable, or from another config / space)."""
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    step: int
+    state: dict[str, Any]
+
+
+def checkpoint_dir(out: Path) -> Path:
+    return Path(out) / "checkpoints"
+
+
+def list_checkpoints(out: Path) -> list[Path]:
+    root = checkpoint_dir(out)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob("step-*") if (p / STATE_NAME).is_file())
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Flatten `optimizer.state_dict()` into safetensors-ready tensors + JSON-ready param groups."""
+    sd = optimizer.state_dict()
+    tensors = {}
+    for index, state in sd["state"].items():
+        for name, value in state.items():
+            t = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"{index}.{name}"] = t.detach().contiguous().cpu()
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(out: Path, step: int, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    state: dict[str, Any], keep: int) -> Path:
+    """Write checkpoint `step` atomically (staging folder, then rename) and delete all but the newest `keep`."""
+    target = checkpoint_dir(out) / f"step-{step:07d}"
+    opt_tensors, opt_meta = optimizer_tensors(optimizer)
+    with staged_dir(target, overwrite=True) as stage:
+        save_model(module, str(stage / "model.safetensors"))  # handles tied weights (stored once)
+        save_file(opt_tensors, str(stage / "optimizer.safetensors"))
+        atomic_write_json(stage / STATE_NAME, {**state, "step": step, "optimizer": opt_meta})
+    for old in list_checkpoints(out)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def latest_checkpoint(out: Path) -> Checkpoint | None:
+    found = list_checkpoints(out)
+    if not found:
+        return None
+    path = found[-1]
+    try:
+        state = json.loads((path / STATE_NAME).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"checkpoint {path} has an unreadable {STATE_NAME}: {err}") from None
+    return Checkpoint(path=path, step=int(state["step"]), state=state)
+
+
+def check_compatible(checkpoint: Checkpoint, fingerprint: str, settings: dict[str, Any]) -> None:
+    """Refuse a checkpoint written under other settings, naming the settings that differ."""
+    if checkpoint.state.get("config_fingerprint") == fingerprint:
+        return
+    theirs = checkpoint.state.get("settings", {})
+    differ = sorted(k for k in set(theirs) | set(settings)
+                    if json.dumps(theirs.get(k), default=str) != json.dumps(settings.get(k), default=str))
+    details = "; ".join(f"{k}: checkpoint {theirs.get(k)!r} vs now {settings.get(k)!r}" for k in differ[:6])
+    raise CheckpointError(f"checkpoint {checkpoint.path} was written with other settings ({details or 'unknown'}); "
+                          "resume with the original config, or start a new --out folder")
+
+
+def load_checkpoint(checkpoint: Checkpoint, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    try:
+        opt_tensors = load_file(str(checkpoint.path / "optimizer.safetensors"))
+        missing, unexpected = load_model(module, str(checkpoint.path / "model.safetensors"), strict=False)
+    except Exception as err:  # truncated files (safetensors' errors) or tensors of another shape (torch's)
+        raise CheckpointError(f"checkpoint {checkpoint.path} cannot be loaded into this model: {err}; resume with "
+                              "the original config, or start a new --out folder") from None
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint {checkpoint.path} holds weights of another model (missing "
+                              f"{sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]}); resume with the original "
+                              "config, or start a new --out folder")
+    load_optimizer(optimizer, opt_tensors, checkpoint.state["optimizer"])
