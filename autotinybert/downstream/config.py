@@ -14,6 +14,8 @@ from ..errors import UserError
 from .tasks import TaskSpec
 
 SaveModel = Literal["final", "best", "none"]
+_FLOAT_FIELDS = ("learning_rate", "epochs", "warmup_proportion", "weight_decay", "adam_epsilon", "max_grad_norm",
+                 "squad_article_split")
 
 
 @dataclass
@@ -58,6 +60,13 @@ class FinetuneConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise UserError(f"unknown fine-tuning setting(s) {unknown}; known settings: {', '.join(sorted(known))}")
+        for name in _FLOAT_FIELDS:
+            # YAML 1.1 reads "1e-4" (no dot) as a string; accept it as the number it plainly is.
+            if isinstance(data.get(name), str):
+                try:
+                    data[name] = float(data[name])
+                except ValueError:
+                    pass  # reported by validate() with the field's name
         cfg = cls(**data)
         cfg.validate()
         return cfg

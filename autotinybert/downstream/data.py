@@ -170,13 +170,18 @@ def task_folder(spec: TaskSpec, data_dir: str | Path) -> Path:
                     f"in {', '.join(str(c) for c in candidates[:2])} and the glue/ subfolder")
 
 
+def is_hf(data_dir: str | Path) -> bool:
+    """``"hf"`` (or ``"hf:..."``) selects the Hugging Face hub instead of a local folder."""
+    return str(data_dir) == "hf" or str(data_dir).startswith("hf:")
+
+
 @lru_cache(maxsize=32)
 def _load_task_cached(name: str, data_dir: str, need_train: bool, squad_article_split: float | None,
                       split_seed: int, mtimes: tuple) -> TaskData:
     from .tasks import get_task
 
     spec = get_task(name)
-    if data_dir.startswith("hf:") or data_dir == "hf":
+    if is_hf(data_dir):
         from .hf_datasets import load_hf_task
 
         return load_hf_task(spec, need_train=need_train)
@@ -204,7 +209,7 @@ def load_task(spec: TaskSpec, data_dir: str | Path, need_train: bool = True,
     if spec.kind != "span" and squad_article_split is not None:
         squad_article_split = None  # only meaningful for SQuAD; keeps the cache key small
     mtimes: tuple = ()
-    if not data_dir.startswith("hf"):
+    if not is_hf(data_dir):
         try:
             folder = task_folder(spec, data_dir)
             mtimes = tuple(sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()))

@@ -1,0 +1,23 @@
+"""Downstream evaluation: GLUE (nine tasks) and SQuAD v1.1 fine-tuning with the official metrics.
+
+    from autotinybert.downstream import finetune, evaluate_suite, score_supernet_arch, Budget
+    result = finetune("models/s1", "sst2", "/data/glue_data", "runs/s1-sst2")        # -> FinetuneResult
+    suite = evaluate_suite("models/s1", "sst2,mrpc,stsb", "/data/glue_data", "runs/s1")  # -> SuiteResult
+"""
+
+from .budget import Budget, score_supernet_arch
+from .config import FinetuneConfig
+from .data import SquadExample, TaskData, TextExample, load_task, read_glue_file, read_squad_file, split_by_article
+from .metrics import glue_metrics, normalize_answer, squad_metrics
+from .squad import build_features, decode_spans
+from .suite import SuiteResult, TaskScore, aggregate, evaluate_suite
+from .tasks import GLUE_TASKS, TASKS, TaskError, TaskSpec, get_task, parse_tasks
+from .train import EvalRecord, FinetuneResult, finetune
+
+__all__ = [
+    "Budget", "score_supernet_arch", "FinetuneConfig", "FinetuneResult", "EvalRecord", "finetune",
+    "SuiteResult", "TaskScore", "aggregate", "evaluate_suite", "TASKS", "GLUE_TASKS", "TaskSpec", "TaskError",
+    "get_task", "parse_tasks", "TextExample", "SquadExample", "TaskData", "load_task", "read_glue_file",
+    "read_squad_file", "split_by_article", "glue_metrics", "squad_metrics", "normalize_answer", "build_features",
+    "decode_spans",
+]

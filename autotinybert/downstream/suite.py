@@ -1,0 +1,124 @@
+"""Run several tasks on one model and aggregate them like the paper: GLUE "score" and "avg" (with SQuAD).
+
+Each task writes OUT/<task>/ (see `finetune`); a task whose OUT/<task>/result.json already exists is read back
+instead of re-run, so an interrupted suite resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .config import FinetuneConfig
+from .data import load_task
+from .tasks import TaskSpec, parse_tasks
+
+# The paper's column order (Tables 1 and 2).
+PAPER_ORDER = ("squad", "sst2", "mnli", "mrpc", "cola", "qnli", "qqp", "stsb", "rte", "wnli")
+COLUMN = {"squad": "SQuAD", "sst2": "SST-2", "mnli": "MNLI", "mrpc": "MRPC", "cola": "CoLA", "qnli": "QNLI",
+          "qqp": "QQP", "stsb": "STS-B", "rte": "RTE", "wnli": "WNLI"}
+
+
+@dataclass
+class TaskScore:
+    task: str
+    main_metric: str
+    best: float             # best dev score seen during fine-tuning (the paper's convention)
+    final: float            # dev score after the last step
+    best_metrics: dict[str, float]
+    final_metrics: dict[str, float]
+    wall_s: float
+    resumed: bool = False   # read back from an earlier run's result.json
+    note: str = ""
+
+
+@dataclass
+class SuiteResult:
+    """Scores per task and the paper's aggregates (fractions): `score` = mean over GLUE tasks, `avg` = over all."""
+
+    model: str
+    tasks: dict[str, TaskScore]
+    score: float | None            # GLUE mean of best scores (None when no GLUE task ran)
+    avg: float | None              # mean of best scores over every task run, SQuAD included
+    final_score: float | None      # the same with final scores
+    final_avg: float | None
+    wall_s: float
+    out_dir: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def table_row(self, which: str = "best") -> dict[str, str]:
+        """One row shaped like the paper's tables (x100, one decimal), in the paper's column order."""
+        row = {"model": self.model}
+        for name in PAPER_ORDER:
+            if name in self.tasks:
+                row[COLUMN[name]] = f"{100 * getattr(self.tasks[name], which):.1f}"
+        agg = (self.score, self.avg) if which == "best" else (self.final_score, self.final_avg)
+        row["Score"] = "-" if agg[0] is None else f"{100 * agg[0]:.1f}"
+        row["Avg"] = "-" if agg[1] is None else f"{100 * agg[1]:.1f}"
+        return row
+
+
+def aggregate(scores: dict[str, float]) -> tuple[float | None, float | None]:
+    """(score, avg): the mean over GLUE tasks, and the mean over all tasks including SQuAD."""
+    glue = [v for k, v in scores.items() if k != "squad"]
+    score = sum(glue) / len(glue) if glue else None
+    avg = sum(scores.values()) / len(scores) if scores else None
+    return score, avg
+
+
+def _task_score(spec: TaskSpec, result: dict[str, Any], resumed: bool) -> TaskScore:
+    return TaskScore(spec.name, result["main_metric"], result["best_score"], result["final_score"],
+                     result["best_metrics"], result["final_metrics"], result["wall_s"], resumed,
+                     result.get("data", {}).get("note", ""))
+
+
+def evaluate_suite(model_dir: str | Path, tasks, data_dir: str | Path, out_dir: str | Path | None = None,
+                   config: FinetuneConfig | dict | str | Path | None = None, *,
+                   task_configs: dict[str, dict[str, Any]] | None = None, resume: bool = True,
+                   overwrite: bool = False) -> SuiteResult:
+    """Fine-tune and score `model_dir` on every task in `tasks` (``"sst2,mrpc"``, a list, or ``"glue"``).
+
+    `config` applies to every task (unset task settings take Table D.1's values); `task_configs` overrides per task
+    (``{"sst2": {"max_train_examples": 8000}}``). All data files and settings are checked before any training.
+    Writes OUT/<task>/... and OUT/suite.json.
+    """
+    from ..io import atomic_write_json
+    from .train import finetune
+
+    started = time.time()
+    specs = parse_tasks(tasks)
+    base = FinetuneConfig.load(config)
+    task_configs = {k.lower(): v for k, v in (task_configs or {}).items()}
+    unknown = sorted(set(task_configs) - {s.name for s in specs})
+    if unknown:
+        raise UserError(f"task_configs names task(s) {unknown} that are not in this suite ({[s.name for s in specs]})")
+    configs = {s.name: base.override(**task_configs.get(s.name, {})) for s in specs}
+    # Read every task's data now, so a missing file fails before hours of training.
+    datas = {s.name: load_task(s, data_dir, squad_article_split=configs[s.name].squad_article_split,
+                               split_seed=configs[s.name].split_seed) for s in specs}
+    if not (Path(model_dir) / "config.json").is_file():
+        raise UserError(f"model folder {model_dir} has no config.json")
+    out = Path(out_dir) if out_dir is not None else None
+    results: dict[str, TaskScore] = {}
+    for spec in specs:
+        task_out = out / spec.name if out is not None else None
+        done = task_out / "result.json" if task_out is not None else None
+        if resume and not overwrite and done is not None and done.is_file():
+            results[spec.name] = _task_score(spec, json.loads(done.read_text()), resumed=True)
+            continue
+        r = finetune(model_dir, spec, data_dir, task_out, configs[spec.name], overwrite=overwrite or resume,
+                     data=datas[spec.name])
+        results[spec.name] = _task_score(spec, r.to_dict(), resumed=False)
+    score, avg = aggregate({k: v.best for k, v in results.items()})
+    final_score, final_avg = aggregate({k: v.final for k, v in results.items()})
+    suite = SuiteResult(str(model_dir), results, score, avg, final_score, final_avg,
+                        round(time.time() - started, 2), str(out) if out is not None else None)
+    if out is not None:
+        atomic_write_json(out / "suite.json", suite.to_dict())
+    return suite
