@@ -57,7 +57,9 @@ def split_heads(x: Tensor, heads: int, layout: Layout) -> Tensor:
     d = width // heads
     if layout == "head_major":
         return x.view(B, T, heads, d).transpose(1, 2)
-    return x.view(B, T, d, heads).permute(0, 3, 1, 2)
+    # One small copy into (B, T, heads, d) order: attention kernels need each head's features contiguous, and
+    # without it SDPA on CPU falls back from the fused kernel to its slow reference path.
+    return x.view(B, T, d, heads).transpose(2, 3).contiguous().transpose(1, 2)
 
 
 def merge_heads(x: Tensor, layout: Layout) -> Tensor:
