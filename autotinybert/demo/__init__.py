@@ -2,5 +2,6 @@
 docstrings (English prose written by people), never random tokens and never copied datasets."""
 
 from .corpus import DocstringCorpus, build_demo_data, collect_docstrings
+from .task import DOCPAIR
 
-__all__ = ["DocstringCorpus", "build_demo_data", "collect_docstrings"]
+__all__ = ["DOCPAIR", "DocstringCorpus", "build_demo_data", "collect_docstrings"]

@@ -88,12 +88,26 @@ _ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "squad1.1": "squad", "squad-v1.1":
             "mnli-m": "mnli", "mnli-mm": "mnli"}
 
 
+CUSTOM_TASKS: dict[str, TaskSpec] = {}  # added with `register_task`; TASKS stays the paper's ten
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Add a custom task (e.g. the demo's ``docpair``); re-registering the same spec is a no-op."""
+    existing = TASKS.get(spec.name) or CUSTOM_TASKS.get(spec.name)
+    if existing is not None and existing != spec:
+        raise TaskError(f"a different task named {spec.name!r} is already registered")
+    CUSTOM_TASKS[spec.name] = spec
+    return spec
+
+
 def get_task(name: str) -> TaskSpec:
     """The spec of `name` (case-insensitive; GLUE folder names like ``SST-2`` work too)."""
     key = str(name).strip().lower()
     key = _ALIASES.get(key, key)
+    if key in CUSTOM_TASKS:
+        return CUSTOM_TASKS[key]
     if key not in TASKS:
-        raise TaskError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+        raise TaskError(f"unknown task {name!r}; choose one of {', '.join([*TASKS, *CUSTOM_TASKS])}")
     return TASKS[key]
 
 

@@ -125,7 +125,7 @@ class LatencyPredictor:
         """
         d = self.device
         current = device_record(d.get("backend", "torch"), d.get("device", "cpu"), d.get("threads", 1),
-                                d.get("batch", 1), d.get("seq_len", 128))
+                                d.get("batch", 1), d.get("seq_len", 128), d.get("clock", "wall"))
         current.update(request or {})
         return compare_records(d, current, strict=strict, what="latency predictor")
 

@@ -1,0 +1,52 @@
+"""The offline demo: docstring data + the embedded demo config, then `run_pipeline`."""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from .config import PipelineConfig
+from .run import PipelineResult, run_pipeline
+
+
+def demo_config(out: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+    """The embedded demo config with its data paths under `out` (the data must exist: see `run_demo`)."""
+    raw = yaml.safe_load(resources.files("autotinybert").joinpath("configs/demo.yaml").read_text())
+    out = Path(out).resolve()
+    raw["out"] = str(out)
+    raw["data"]["corpus"] = [str(out / "data" / "corpus.txt")]
+    raw["data"]["downstream"] = str(out / "data")
+    return PipelineConfig.load(raw, overrides)
+
+
+def run_demo(out: str | Path = "runs/demo", overrides: list[str] | tuple[str, ...] = (),
+             log: Callable[[str], None] = print) -> PipelineResult:
+    """Build the docstring data (deterministic) and run the demo pipeline; prints the table and how to load."""
+    from ..demo import build_demo_data
+    from .report import final_table
+
+    started = time.time()
+    out = Path(out).resolve()
+    data_dir = out / "data"
+    if not (data_dir / "docpair" / "dev.tsv").is_file():
+        info = build_demo_data(data_dir, seed=0, train_pairs=8000, dev_pairs=400)
+        log(f"[demo] docstring corpus: {info.documents} documents, {info.words} words; docpair: "
+            f"{info.train_pairs} train / {info.dev_pairs} dev pairs")
+    config = demo_config(out, overrides)
+    result = run_pipeline(config, log=log)
+    log("\n" + final_table(result.run_dir))
+    best = max((m for m in result.models if m.kind == "searched"), key=lambda m: m.score or 0.0)
+    model_dir = next(iter(best.finetuned_dirs.values()))
+    log(f"\nreport: {result.report}")
+    log(f"fine-tuned model ({best.name}, {best.arch}): {model_dir}")
+    log("load it with:\n"
+        "    import autotinybert  # registers the autotinybert model type with transformers\n"
+        "    from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
+        f"    model = AutoModelForSequenceClassification.from_pretrained({model_dir!r})\n"
+        f"    tokenizer = AutoTokenizer.from_pretrained({model_dir!r})")
+    log(f"demo wall time: {time.time() - started:.0f} s")
+    return result
