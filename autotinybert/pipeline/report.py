@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..io import atomic_write_text
+from ..search.records import read_records
 
 REPORT_FILE = "report.md"
 PLOTS_DIR = "report"
@@ -50,6 +51,19 @@ def final_table(run_dir: str | Path) -> str:
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
+def _save_plot(fig, ax, path: Path, title: str, xlabel: str, ylabel: str) -> None:
+    """Label, lay out, write and close one report figure."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Write RUN_DIR/report.md and RUN_DIR/report/*.png; returns the report's path."""
     import matplotlib
@@ -76,13 +90,8 @@ def write_report(run_dir: str | Path) -> Path:
                        label=kind)
             for m in pts:
                 ax.annotate(m["arch"], (m["measured_speedup"], 100 * m["score"]), fontsize=7)
-        ax.set_xlabel("measured speedup over BERT-base")
-        ax.set_ylabel("score (dev)")
-        ax.set_title("speedup vs score")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(plots / "speedup_vs_score.png", dpi=120)
-        plt.close(fig)
+        _save_plot(fig, ax, plots / "speedup_vs_score.png", "speedup vs score",
+                   "measured speedup over BERT-base", "score (dev)")
         lines += ["## Speedup vs score", "", f"![speedup vs score]({PLOTS_DIR}/speedup_vs_score.png)", ""]
 
     # per-target table
@@ -103,21 +112,14 @@ def write_report(run_dir: str | Path) -> Path:
     if searches:
         fig, ax = plt.subplots(figsize=(6, 4))
         for path in searches:
-            rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
             best_by_gen: dict[int, float] = {}
-            for r in rows:
-                if r.get("fitness") is not None:
-                    best_by_gen[r["generation"]] = max(best_by_gen.get(r["generation"], float("-inf")), r["fitness"])
+            for r in read_records(path):
+                if r.fitness is not None:
+                    best_by_gen[r.generation] = max(best_by_gen.get(r.generation, float("-inf")), r.fitness)
             gens = sorted(best_by_gen)
             running = [max(best_by_gen[g] for g in gens[:i + 1]) for i in range(len(gens))]
             ax.plot(gens, running, marker="o", label=path.parent.parent.name)
-        ax.set_xlabel("generation")
-        ax.set_ylabel("best fitness so far")
-        ax.set_title("search progress")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(plots / "search_progress.png", dpi=120)
-        plt.close(fig)
+        _save_plot(fig, ax, plots / "search_progress.png", "search progress", "generation", "best fitness so far")
         lines += ["## Search progress", "", f"![search progress]({PLOTS_DIR}/search_progress.png)", ""]
 
     # predictor fit
@@ -132,13 +134,8 @@ def write_report(run_dir: str | Path) -> Path:
         lo = min(min(p["measured_ms"], p["predicted_ms"]) for p in pts)
         hi = max(max(p["measured_ms"], p["predicted_ms"]) for p in pts)
         ax.plot([lo, hi], [lo, hi], "k--", linewidth=1)
-        ax.set_xlabel("measured ms")
-        ax.set_ylabel("predicted ms")
-        ax.set_title("latency predictor fit (in-sample)")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(plots / "predictor_fit.png", dpi=120)
-        plt.close(fig)
+        _save_plot(fig, ax, plots / "predictor_fit.png", "latency predictor fit (in-sample)", "measured ms",
+                   "predicted ms")
         lines += ["## Latency predictor", ""]
         report = fit.get("report") or {}
         if report:
