@@ -34,6 +34,9 @@ class StubRunner:
     def __init__(self, name, log):
         self.name, self.log = name, log
 
+    def forward(self):
+        self.log.append(self.name + "~")  # an untimed run
+
     def time_once(self, timer):
         t0 = timer()
         self.log.append(self.name)
@@ -59,11 +62,16 @@ def test_interleaving_and_warmup_on_a_stubbed_timer():
     # 1 warm-up round (durations 100 s, ignored), then 3 rounds: a = 1, 2, 9 ms; b = 10, 30, 20 ms
     timer = StubTimer([100, 100, 0.001, 0.010, 0.002, 0.030, 0.009, 0.020])
     samples = time_interleaved(runners, warmup=1, repeats=3, timer=timer)
-    assert log == ["a", "b"] * 4  # every round runs every model once: drift hits them alike
+    # every round runs every model once (drift hits them alike), each timed run right after an untimed run of
+    # the same model (so no model is timed with the previous model's weights in the caches)
+    assert log == ["a", "b"] + ["a~", "a", "b~", "b"] * 3
     assert samples[0] == pytest.approx([1, 2, 9])
     assert samples[1] == pytest.approx([10, 30, 20])
     assert summarize(samples[0]).median_ms == pytest.approx(2.0)
     assert summarize(samples[1]).iqr_ms == pytest.approx(25.0 - 15.0)
+    log.clear()
+    time_interleaved(runners, warmup=0, repeats=2, timer=StubTimer([0.0] * 4), settle=0)
+    assert log == ["a", "b"] * 2
 
 
 def test_measure_latency_real_models_with_stub_timer_and_reference():

@@ -2,6 +2,7 @@
 only what it touches; a kill mid-stage resumes; bad keys fail before any stage starts."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,9 +13,11 @@ from autotinybert.pipeline.config import ConfigError, PipelineConfig
 from autotinybert.pipeline.report import final_table
 from autotinybert.pipeline.run import run_pipeline
 
-SPACE = {"attention": "heads", "layers": [1, 3], "hidden": [16, 48, 16], "ffn": [32, 192, 32], "heads": [1, 3],
+# ffn on a step of 8 so the fast rule (1.6 hidden <= ffn <= 1.9 hidden) has archs at hidden 32 and 48
+SPACE = {"attention": "heads", "layers": [1, 3], "hidden": [16, 48, 16], "ffn": [32, 192, 8], "heads": [1, 3],
          "head_size": 16}
-STAGES = ["tokenize", "supernet", "latency", "predictor", "search-200x", "extract", "further-train", "finetune"]
+STAGES = ["tokenize", "supernet", "latency", "predictor", "search-200x", "fast-200x", "extract", "further-train",
+          "finetune", "report"]
 
 
 def tiny_config(root):
@@ -29,9 +32,10 @@ def tiny_config(root):
         "predictor": {"kind": "analytic", "folds": 3},
         # the target is set per machine in the test; a wide window keeps the tiny space admissible on any host
         "search": {"speedups": [200], "window": [0.4, 2.5], "evaluator": "loss", "loss_max_sequences": 16,
-                   "population": 4, "generations": 2, "top_k": 1, "threads": 1, "plot": False},
+                   "population": 4, "generations": 2, "top_k": 1, "threads": 1, "plot": False, "fast": True,
+                   "fast_pool": 2},
         "further_train": {"batch_size": 8, "max_steps": 4, "eval_every": 4, "eval_sequences": 16,
-                          "checkpoint_every": 4, "threads": 1},
+                          "checkpoint_every": 2, "threads": 1},
         "finetune": {"tasks": ["docpair"],
                      "config": {"learning_rate": 1e-3, "epochs": 1, "batch_size": 16, "max_seq_length": 32,
                                 "max_train_examples": 64, "max_eval_examples": 32, "threads": 1}},
@@ -83,9 +87,12 @@ def test_end_to_end_rerun_change_and_resume(demo_root, monkeypatch):
         assert (run_dir / stage / "DONE.json").is_file() and (run_dir / stage / "config.json").is_file()
     assert json.loads((run_dir / "pipeline.json").read_text())["search"]["speedups"] == [speedup]
 
-    # one searched + one conventional model per target, scored on the task
-    assert [m.kind for m in result.models] == ["searched", "conventional"]
-    conv = result.models[1]
+    # the searched model, the fast-rule pick and the conventional baseline per target, scored on the task
+    assert [m.kind for m in result.models] == ["searched", "fast", "conventional"]
+    from autotinybert.search import satisfies_fast_rule
+    from autotinybert.arch import Arch
+    assert satisfies_fast_rule(Arch.parse(result.models[1].arch))
+    conv = result.models[2]
     assert conv.arch.split("-")[2] == str(4 * int(conv.arch.split("-")[1]))  # BERT's rule: ffn = 4 hidden
     for m in result.models:
         assert set(m.scores) == {"docpair"} and 0.0 <= m.scores["docpair"] <= 1.0
@@ -94,6 +101,7 @@ def test_end_to_end_rerun_change_and_resume(demo_root, monkeypatch):
     # the report, its plots and the fine-tuned model folder exist and load
     report = (run_dir / "report.md").read_text()
     assert "searched" in report and "conventional" in report and conv.arch in report
+    assert f"{speedup}x: searched `{result.models[0].arch}`" in report and f"{speedup}x: fast" in report
     import matplotlib.image as mpimg
     for png in ("speedup_vs_score.png", "search_progress.png", "predictor_fit.png"):
         assert mpimg.imread(run_dir / "report" / png).ndim == 3
@@ -118,8 +126,8 @@ def test_end_to_end_rerun_change_and_resume(demo_root, monkeypatch):
     config["further_train"]["max_steps"] = 5
     run(config, lines)
     d = decisions(lines)
-    assert [d[s] for s in stages[:6]] == ["done"] * 6
-    assert d["further-train"] == "re-running" and d["finetune"] == "re-running"
+    assert [d[s] for s in stages[:7]] == ["done"] * 7
+    assert [d[s] for s in stages[7:]] == ["re-running"] * 3
 
     # a kill in the middle of the finetune stage: the rerun resumes that stage, nothing before it
     import autotinybert.downstream as downstream
@@ -146,6 +154,100 @@ def test_end_to_end_rerun_change_and_resume(demo_root, monkeypatch):
     assert first["tasks"]["docpair"]["resumed"] is True  # the model finished before the kill is read back
 
 
+def test_a_kill_mid_training_resumes_to_the_uninterrupted_result(demo_root, tmp_path, monkeypatch):
+    """A kill right after the first checkpoint of the supernet stage, then of the further-train stage: each rerun
+    resumes that stage from its checkpoint, and the weights equal those of the same stages run uninterrupted."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    import autotinybert.train.trainer as trainer
+
+    config = tiny_config(demo_root)
+    config["search"].update(speedups=[round(middle_speedup())], fast=False)
+    config["out"] = str(tmp_path / "run")
+    real = trainer.save_checkpoint
+
+    def kill_in(stage):
+        """save_checkpoint that dies right after the first checkpoint written inside RUN_DIR/<stage>/."""
+        def save(out, *args, **kwargs):
+            real(out, *args, **kwargs)
+            if f"/{stage}/" in str(out):
+                raise KeyboardInterrupt  # the process dies with one checkpoint on disk
+        return save
+
+    decided = []
+    for kill in ("supernet", "further-train", None):
+        monkeypatch.setattr(trainer, "save_checkpoint", kill_in(kill) if kill else real)
+        lines = []
+        if kill:
+            with pytest.raises(KeyboardInterrupt):
+                run(config, lines)
+            assert not (tmp_path / "run" / kill / "DONE.json").exists()
+            assert any((tmp_path / "run" / kill).rglob("checkpoint*"))
+        else:
+            resumed = run(config, lines)
+        decided.append(decisions(lines))
+    assert decided[1]["supernet"] == "resuming" and decided[2]["further-train"] == "resuming"
+    assert decided[2]["supernet"] == "done"
+
+    def weights():
+        folders = [tmp_path / "run" / "supernet" / "supernet"] + [Path(m.trained_dir) for m in resumed.models]
+        return [load_file(str(f / "model.safetensors")) for f in folders]
+
+    after_kills = weights()
+    # the same stages again, never interrupted (every other stage is reused)
+    for stage in ("supernet", "further-train"):
+        shutil.rmtree(tmp_path / "run" / stage)
+    lines = []
+    straight = run(config, lines)
+    assert decisions(lines)["supernet"] == "running" and decisions(lines)["further-train"] == "running"
+    for a, b in zip(after_kills, weights()):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [m.scores for m in resumed.models] == [m.scores for m in straight.models]
+
+
+def test_torchrun_two_ranks_run_the_pipeline_like_one_process(demo_root, tmp_path):
+    """`torchrun --nproc-per-node 2 -m autotinybert run`: rank 0 runs the single-process stages, both ranks train
+    (DDP) and search; the supernet equals a one-process run playing both of Algorithm 1's workers."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+    from safetensors.torch import load_file
+
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun not on PATH")
+    config = tiny_config(demo_root)
+    config["search"]["speedups"] = [round(middle_speedup())]
+    config["supernet"]["workers"] = 2
+    config["further_train"]["workers"] = 2
+    config["out"] = str(tmp_path / "ranks")
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "autotinybert", "run", str(path)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "ranks"
+    result = json.loads((out / "result.json").read_text())
+    assert [m["kind"] for m in result["models"]] == ["searched", "fast", "conventional"]
+    assert all(m["scores"]["docpair"] >= 0 for m in result["models"])
+    assert done.stdout.count("[supernet] running") == 1  # only rank 0 logs decisions
+    workers = {json.loads(line)["worker"] for line in (out / "search-" f"{config['search']['speedups'][0]}x" /
+                                                       "search" / "candidates.jsonl").read_text().splitlines()}
+    assert workers == {"rank:0", "rank:1"}
+
+    config["out"] = str(tmp_path / "single")
+    run(config, [])
+    a = load_file(str(out / "supernet" / "supernet" / "model.safetensors"))
+    b = load_file(str(tmp_path / "single" / "supernet" / "supernet" / "model.safetensors"))
+    assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+
+
 @pytest.mark.parametrize("override, key", [
     ("supernet.max_stepz=3", "supernet.max_stepz"),
     ("nosection.x=1", "nosection"),
@@ -156,6 +258,7 @@ def test_end_to_end_rerun_change_and_resume(demo_root, monkeypatch):
     ("predictor.kind=cubic", "predictor.kind"),
     ("finetune.config.learning_ratez=1", "finetune.config"),
     ("supernet.out=/tmp/x", "supernet.out"),
+    ("search.fast=3", "search.fast"),
 ])
 def test_bad_keys_fail_before_any_stage(demo_root, tmp_path, override, key):
     config = tiny_config(demo_root)
@@ -163,6 +266,19 @@ def test_bad_keys_fail_before_any_stage(demo_root, tmp_path, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         run_pipeline(config, [override], log=lambda line: None)
     assert not (tmp_path / "never").exists()
+
+
+def test_fast_needs_rule_archs_in_the_space(demo_root, tmp_path):
+    config = tiny_config(demo_root)
+    config["out"] = str(tmp_path / "never")
+    config["supernet"]["space"] = {**SPACE, "ffn": [32, 192, 32]}  # no ffn in 1.6..1.9 hidden for any hidden size
+    with pytest.raises(ConfigError, match="search.fast: no arch of supernet.space satisfies the fast rule"):
+        PipelineConfig.load(config)
+    config["supernet"]["space"] = SPACE
+    with pytest.raises(ConfigError, match="search.fast adds a fast-rule search"):
+        PipelineConfig.load(config, ["search.method=fast"])
+    config["search"]["fast"] = False
+    assert PipelineConfig.load(config, ["search.method=fast"]).raw["search"]["method"] == "fast"
 
 
 def test_cli_reports_config_errors(demo_root, tmp_path, capsys):

@@ -197,7 +197,8 @@ def measure_dataset(space: SearchSpace | str, n: int, out: str | Path, *, seed: 
         runner = make_runner(arch, backend=backend, device=device, threads=threads, batch=batch, seq_len=seq_len,
                              seed=seed)
         try:
-            (samples,) = time_interleaved([runner], warmup=warmup, repeats=repeats, timer=timer)
+            (samples,) = time_interleaved([runner], warmup=warmup, repeats=repeats, timer=timer,
+                                          settle=0)  # one model back to back: already settled
         finally:
             runner.close()
         stats = summarize(samples)

@@ -132,7 +132,10 @@ def torch_threads(threads: int) -> Iterator[None]:
 
 
 class Runner(Protocol):
-    """One ready-to-run model: ``time_once(timer)`` runs one forward and returns its milliseconds."""
+    """One ready-to-run model: ``forward()`` runs it once; ``time_once(timer)`` runs it once and returns the
+    milliseconds."""
+
+    def forward(self) -> Any: ...
 
     def time_once(self, timer: Timer) -> float: ...
 
@@ -238,15 +241,23 @@ def make_runner(arch: Arch, *, backend: str = "torch", device: str = "cpu", thre
 
 
 # ----- timing -------------------------------------------------------------------------------------------------
-def time_interleaved(runners: Sequence[Runner], *, warmup: int, repeats: int,
-                     timer: Timer = time.perf_counter) -> list[list[float]]:
-    """Warm every runner up, then `repeats` rounds each running every runner once; per-runner samples in ms."""
+def time_interleaved(runners: Sequence[Runner], *, warmup: int, repeats: int, timer: Timer = time.perf_counter,
+                     settle: int = 1) -> list[list[float]]:
+    """Warm every runner up, then `repeats` rounds each running every runner once; per-runner samples in ms.
+
+    Each timed run comes right after `settle` untimed runs of the same model. Without them the model timed after
+    a big one (BERT-base sweeps ~400 MB through the caches) pays for refetching its weights: measured on 1 ms
+    models, the first one after BERT-base read 1.3-1.6x its settled time, the next ones less, so a model's
+    latency depended on its neighbours in the round.
+    """
     for _ in range(warmup):
         for runner in runners:
             runner.time_once(timer)
     samples: list[list[float]] = [[] for _ in runners]
     for _ in range(repeats):
         for runner, out in zip(runners, samples):
+            for _ in range(settle):
+                runner.forward()
             out.append(runner.time_once(timer))
     return samples
 

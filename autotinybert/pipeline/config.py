@@ -7,7 +7,8 @@ Sections and what they feed:
 * ``supernet`` / ``further_train`` -- any `TrainSupernetConfig` / `TrainModelConfig` key except the ones the
   pipeline sets itself (out, corpus, tokenizer, model, cache, seed, resume, overwrite);
 * ``latency`` / ``predictor`` -- the latency campaign and the predictor fit;
-* ``search`` -- ``speedups`` (one search per target) + any `SearchConfig` key the pipeline does not set;
+* ``search`` -- ``speedups`` (one search per target), ``fast`` (also run the fast-rule search per target) + any
+  `SearchConfig` key the pipeline does not set;
 * ``finetune`` -- ``tasks`` + ``config`` (any `FinetuneConfig` key).
 
 Relative paths in a config file are resolved against the file's folder.
@@ -55,7 +56,8 @@ DEFAULTS: dict[str, Any] = {
         "chunk": 50,                # archs built and timed together (with BERT-base) per round; bounds memory
     },
     "predictor": {"kind": "auto", "folds": 5},
-    "search": {"speedups": [4, 10], "method": "evolved", "evaluator": "loss", "generations": 4, "population": 25},
+    "search": {"speedups": [4, 10], "method": "evolved", "evaluator": "loss", "generations": 4, "population": 25,
+               "fast": False},      # fast: also run the paper's fast-rule search (section 4.4) per target
     "further_train": {"max_steps": 500},
     "finetune": {"tasks": ["sst2"], "config": {}},
 }
@@ -84,7 +86,7 @@ def _schema() -> dict[str, Any]:
     schema["finetune"]["config"] = {k: None for k in _dataclass_keys(FinetuneConfig)}
     schema["supernet"] = {k: None for k in _dataclass_keys(TrainSupernetConfig) - _TRAIN_OWNED}
     schema["further_train"] = {k: None for k in _dataclass_keys(TrainModelConfig) - _TRAIN_OWNED}
-    schema["search"] = {k: None for k in (_dataclass_keys(SearchConfig) - _SEARCH_OWNED) | {"speedups"}}
+    schema["search"] = {k: None for k in (_dataclass_keys(SearchConfig) - _SEARCH_OWNED) | {"speedups", "fast"}}
     return schema
 
 
@@ -195,6 +197,9 @@ class PipelineConfig:
 
         s = dict(r["search"])
         speedups = s.pop("speedups")
+        fast = s.pop("fast")
+        if not isinstance(fast, bool):
+            raise ConfigError(f"search.fast must be true or false, got {fast!r}")
         if not isinstance(speedups, list) or not speedups or not all(
                 isinstance(x, (int, float)) and not isinstance(x, bool) and x > 1 for x in speedups):
             raise ConfigError(f"search.speedups must be a non-empty list of numbers > 1, got {speedups!r}")
@@ -205,6 +210,16 @@ class PipelineConfig:
                                     "data": d["downstream"]})
         except UserError as err:
             raise ConfigError(f"search: {err}") from None
+        if fast and s.get("method") == "fast":
+            raise ConfigError("search.fast adds a fast-rule search beside search.method, which is already 'fast'; "
+                              "set search.fast to false or search.method to evolved")
+        if fast:
+            from ..search.sampling import fast_rule_hidden_sizes
+
+            if not fast_rule_hidden_sizes(SearchSpace.load(r["supernet"].get("space", "cpu-mlm"))):
+                raise ConfigError("search.fast: no arch of supernet.space satisfies the fast rule (1.6 hidden <= "
+                                  "ffn <= 1.9 hidden, 0.7 hidden <= qkv <= hidden) on its grid; set search.fast "
+                                  "to false or give the space a finer ffn/qkv grid")
 
         ft = r["finetune"]
         try:

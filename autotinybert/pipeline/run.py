@@ -8,23 +8,26 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UserError
 from ..io import atomic_write_json
 from .config import PipelineConfig
+from .ranks import Ranks
 from .stages import StageRunner
 
 RESOLVED_CONFIG = "pipeline.json"
+REPORT_VERSION = 2  # bump when the report's content changes, so finished runs rebuild it
 
 
 @dataclass
 class ModelEntry:
     """One model the pipeline builds for a target: the searched winner or the conventional baseline."""
 
-    name: str            # "searched-4x" / "conventional-4x"
-    kind: str            # "searched" | "conventional"
+    name: str            # "searched-4x" / "fast-4x" / "conventional-4x"
+    kind: str            # "searched" | "fast" | "conventional"
     speedup_target: float
     arch: str
     extracted_dir: str
@@ -35,6 +38,7 @@ class ModelEntry:
     scores: dict[str, float] = field(default_factory=dict)  # task -> best dev main score (fraction)
     score: float | None = None                               # GLUE mean (or mean over the tasks run)
     finetuned_dirs: dict[str, str] = field(default_factory=dict)
+    same_as: str | None = None  # another entry with the same arch and the same initial weights: its results are reused
 
 
 @dataclass
@@ -77,10 +81,20 @@ def run_pipeline(config: PipelineConfig | dict | str | Path, overrides: list[str
                  log: Callable[[str], None] = print) -> PipelineResult:
     """Run (or continue) the whole pipeline; returns the models with their latencies and scores."""
     cfg = config if isinstance(config, PipelineConfig) else PipelineConfig.load(config, overrides)
+    ranks = Ranks.from_environment()
+    try:
+        return _run(cfg, ranks, log)
+    finally:
+        ranks.close()
+
+
+def _run(cfg: PipelineConfig, ranks: Ranks, log: Callable[[str], None]) -> PipelineResult:
     started = time.time()
     run_dir = cfg.out
-    runner = StageRunner(run_dir, log=log)
-    atomic_write_json(run_dir / RESOLVED_CONFIG, cfg.raw)
+    runner = StageRunner(run_dir, log=log, ranks=ranks)
+    log = runner.log  # silent on ranks other than 0
+    if ranks.is_main:
+        atomic_write_json(run_dir / RESOLVED_CONFIG, cfg.raw)
     data = cfg.section("data")
     cache_dir = data["cache_dir"] or str(run_dir / "cache")
     progress = bool(cfg.raw["progress"])
@@ -118,7 +132,7 @@ def run_pipeline(config: PipelineConfig | dict | str | Path, overrides: list[str
                                "overwrite": not can_resume})
         return {"supernet": str(path)}
 
-    sn = runner.run("supernet", sn_cfg, supernet, upstream=("tokenize",)).outputs
+    sn = runner.run("supernet", sn_cfg, supernet, upstream=("tokenize",), distributed=True).outputs
     supernet_dir = sn["supernet"]
 
     # -- latency: sampled archs + conventional candidates + BERT-base, one interleaved campaign ---------------
@@ -186,36 +200,33 @@ def run_pipeline(config: PipelineConfig | dict | str | Path, overrides: list[str
     # -- search: one per target, sharing the supernet and the predictor ---------------------------------------
     search_cfg = cfg.section("search")
     speedups = [float(s) for s in search_cfg.pop("speedups")]
+    with_fast = search_cfg.pop("fast")
     _check_targets(speedups, pred["predictor"], space_spec, search_cfg.get("window", (0.85, 1.1)))
     searches: dict[float, dict[str, Any]] = {}
+    fast_searches: dict[float, dict[str, Any]] = {}
+    search_stages: list[str] = []
     for speedup in speedups:
-        name = f"search-{target_tag(speedup)}"
+        # the evolved (or configured) search, then, with search.fast, the paper's fast rule for the same target
+        for method, found in ((search_cfg.get("method", "evolved"), searches),) + (
+                (("fast", fast_searches),) if with_fast else ()):
+            name = f"{'fast' if found is fast_searches else 'search'}-{target_tag(speedup)}"
+            stage_cfg = {**search_cfg, "method": method, "speedup": speedup}
+            found[speedup] = runner.run(name, stage_cfg, partial(_search_stage, stage_cfg, supernet_dir,
+                                                                 pred["predictor"], seed, data["downstream"],
+                                                                 progress),
+                                        upstream=("supernet", "predictor"), distributed=True).outputs
+            search_stages.append(name)
 
-        def search(stage: Path, resume: bool, speedup=speedup) -> dict[str, Any]:
-            from ..search import run_search
-
-            result = run_search({**search_cfg, "supernet": supernet_dir, "predictor": pred["predictor"],
-                                 "speedup": speedup, "seed": seed, "data": data["downstream"],
-                                 "out": str(stage / "search"), "resume": resume, "overwrite": not resume,
-                                 "progress": progress})
-            best = result.best[0]
-            return {"arch": best.arch, "predicted_ms": best.latency_ms, "predicted_speedup": best.speedup,
-                    "fitness": best.fitness, "scores": best.scores, "out": str(stage / "search"),
-                    "generations": result.generations, "evaluated": len(result.candidates)}
-
-        searches[speedup] = runner.run(name, {**search_cfg, "speedup": speedup}, search,
-                                       upstream=("supernet", "predictor")).outputs
-
-    # -- extract: top-1 per target + the conventional baseline closest in measured latency -------------------
-    search_stages = tuple(f"search-{target_tag(s)}" for s in speedups)
-    extract_cfg = {"speedups": speedups, "head_size": lat_cfg["baseline_head_size"], "seed": seed}
+    # -- extract: top-1 per target (+ the fast-rule pick) + the conventional baseline closest in latency ------
+    extract_cfg = {"speedups": speedups, "fast": with_fast, "head_size": lat_cfg["baseline_head_size"],
+                   "seed": seed}
 
     def extract_stage(stage: Path, resume: bool) -> dict[str, Any]:
-        return {"models": _extract_models(stage, supernet_dir, speedups, searches, lat_rows, lat["reference_ms"],
-                                          pred["predictor"], lat_cfg, seed, log)}
+        return {"models": _extract_models(stage, supernet_dir, speedups, searches, fast_searches, lat_rows,
+                                          lat["reference_ms"], pred["predictor"], lat_cfg, seed, log)}
 
     ext = runner.run("extract", extract_cfg, extract_stage,
-                     upstream=("supernet", "latency", "predictor") + search_stages).outputs
+                     upstream=("supernet", "latency", "predictor", *search_stages)).outputs
     models = [ModelEntry(**m) for m in ext["models"]]
 
     # -- further-train: same budget for searched and conventional ------------------------------------------
@@ -226,6 +237,8 @@ def run_pipeline(config: PipelineConfig | dict | str | Path, overrides: list[str
 
         trained = {}
         for m in models:
+            if m.same_as:
+                continue
             out = stage / m.name
             if (out / "TRAINED.json").is_file():
                 trained[m.name] = str(out)
@@ -234,13 +247,15 @@ def run_pipeline(config: PipelineConfig | dict | str | Path, overrides: list[str
             log(f"[further-train] {m.name} ({m.arch})")
             path = train_model({**ft_cfg, **train_common, "model": m.extracted_dir, "out": str(out),
                                 "resume": bool(can_resume), "overwrite": not can_resume})
-            atomic_write_json(out / "TRAINED.json", {"model": m.name})
+            if ranks.is_main:
+                atomic_write_json(out / "TRAINED.json", {"model": m.name})
             trained[m.name] = str(path)
         return {"trained": trained}
 
-    trained = runner.run("further-train", ft_cfg, further_train, upstream=("tokenize", "extract")).outputs["trained"]
+    trained = runner.run("further-train", ft_cfg, further_train, upstream=("tokenize", "extract"),
+                         distributed=True).outputs["trained"]
     for m in models:
-        m.trained_dir = trained[m.name]
+        m.trained_dir = trained[m.same_as or m.name]
 
     # -- finetune -------------------------------------------------------------------------------------------
     fine_cfg = cfg.section("finetune")
@@ -250,6 +265,8 @@ def run_pipeline(config: PipelineConfig | dict | str | Path, overrides: list[str
 
         results = {}
         for m in models:
+            if m.same_as:
+                continue
             log(f"[finetune] {m.name} on {', '.join(map(str, fine_cfg['tasks']))}")
             suite = evaluate_suite(m.trained_dir, fine_cfg["tasks"], data["downstream"], stage / m.name,
                                    config={**fine_cfg["config"], "seed": fine_cfg["config"].get("seed", seed),
@@ -263,20 +280,24 @@ def run_pipeline(config: PipelineConfig | dict | str | Path, overrides: list[str
 
     fine = runner.run("finetune", fine_cfg, finetune, upstream=("further-train",)).outputs["results"]
     for m in models:
-        m.scores = fine[m.name]["scores"]
-        m.score = fine[m.name]["score"]
-        m.finetuned_dirs = fine[m.name]["finetuned_dirs"]
+        done = fine[m.same_as or m.name]
+        m.scores, m.score, m.finetuned_dirs = done["scores"], done["score"], done["finetuned_dirs"]
 
-    # -- report (always rebuilt: cheap, and it reads every stage) --------------------------------------------
-    from .report import write_report
+    # -- report: reads every stage's files (`autotinybert report RUN_DIR` rebuilds it at any time) --------------
+    def report_stage(stage: Path, resume: bool) -> dict[str, Any]:
+        from .report import write_report
 
-    report = write_report(run_dir)
+        return {"report": str(write_report(run_dir))}
+
+    report = Path(runner.run("report", {"version": REPORT_VERSION}, report_stage,
+                             upstream=("predictor", *search_stages, "extract", "finetune")).outputs["report"])
     stages = {name: {"skipped": r.skipped, "resumed": r.resumed, "wall_s": round(r.wall_s, 2)}
               for name, r in runner.results.items()}
     result = PipelineResult(run_dir, models, lat["reference_ms"], report, stages, time.time() - started)
-    atomic_write_json(run_dir / "result.json", {
-        "models": [m.__dict__ for m in models], "reference_ms": lat["reference_ms"], "stages": stages,
-        "wall_s": round(result.wall_s, 2)})
+    if ranks.is_main:
+        atomic_write_json(run_dir / "result.json", {
+            "models": [m.__dict__ for m in models], "reference_ms": lat["reference_ms"], "stages": stages,
+            "wall_s": round(result.wall_s, 2)})
     return result
 
 
@@ -297,9 +318,25 @@ def _check_targets(speedups: list[float], predictor_file: str, space_spec, windo
                         f"its smallest, window {list(window)}); pick targets inside that range")
 
 
+def _search_stage(search_cfg: dict[str, Any], supernet_dir: str, predictor: str, seed: int, data_dir: str | None,
+                  progress: bool, stage: Path, resume: bool) -> dict[str, Any]:
+    """One search for one target (search_cfg holds its method and speedup); the stage keeps its best arch."""
+    from ..search import run_search
+
+    result = run_search({**search_cfg, "supernet": supernet_dir, "predictor": predictor, "seed": seed,
+                         "data": data_dir, "out": str(stage / "search"), "resume": resume, "overwrite": not resume,
+                         "progress": progress})
+    best = result.best[0]
+    return {"arch": best.arch, "predicted_ms": best.latency_ms, "predicted_speedup": best.speedup,
+            "fitness": best.fitness, "scores": best.scores, "out": str(stage / "search"),
+            "generations": result.generations, "evaluated": len(result.candidates)}
+
+
 def _extract_models(stage: Path, supernet_dir: str, speedups: list[float], searches: dict[float, dict],
-                    lat_rows: list[dict], reference_ms: float, predictor_file: str, lat_cfg: dict, seed: int,
-                    log: Callable[[str], None]) -> list[dict[str, Any]]:
+                    fast_searches: dict[float, dict], lat_rows: list[dict], reference_ms: float,
+                    predictor_file: str, lat_cfg: dict, seed: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Per target: the searched winner and the fast-rule pick (extracted from the supernet) and the conventional
+    baseline (fresh weights), then one interleaved latency run of all of them with BERT-base."""
     import torch
 
     from ..arch import Arch
@@ -311,16 +348,29 @@ def _extract_models(stage: Path, supernet_dir: str, speedups: list[float], searc
     predictor = LatencyPredictor.load(predictor_file)
     supernet = SuperBertForMaskedLM.from_pretrained(supernet_dir)
     conventional = [r for r in lat_rows if r["role"] == "conventional"]
-    entries: list[dict[str, Any]] = []
+    entries: list[ModelEntry] = []
     for speedup in speedups:
         tag = target_tag(speedup)
         target_ms = reference_ms / speedup
         searched = Arch.parse(searches[speedup]["arch"])
+        # measured in the same campaign as BERT-base: the closest to the target in measured latency
         baseline = min(conventional, key=lambda r: abs(r["median_ms"] - target_ms))
         log(f"[extract] {tag}: searched {searched}, conventional {baseline['arch']} "
             f"(measured {baseline['median_ms']:.2f} ms vs target {target_ms:.2f} ms)")
-        searched_dir = save_extracted(extract(supernet, searched, head="mlm"), stage / f"searched-{tag}",
-                                      tokenizer_dir=supernet_dir, overwrite=True)
+        picks = [("searched", searched)]
+        if speedup in fast_searches:
+            picks.append(("fast", Arch.parse(fast_searches[speedup]["arch"])))
+            log(f"[extract] {tag}: fast rule {picks[-1][1]}")
+        for kind, arch in picks:
+            twin = next((e for e in entries if e.kind != "conventional" and e.arch == str(arch)
+                         and e.speedup_target == speedup), None)
+            if twin is not None:  # the fast rule picked the searched arch: same weights, same results
+                entries.append(ModelEntry(f"{kind}-{tag}", kind, speedup, str(arch), twin.extracted_dir,
+                                          twin.predicted_ms, same_as=twin.name))
+                continue
+            out = save_extracted(extract(supernet, arch, head="mlm"), stage / f"{kind}-{tag}",
+                                 tokenizer_dir=supernet_dir, overwrite=True)
+            entries.append(ModelEntry(f"{kind}-{tag}", kind, speedup, str(arch), str(out), predictor.predict(arch)))
         # the baseline starts from scratch: a fresh model of the same family, seeded
         template = extract(supernet, Arch.parse(baseline["arch"]), head="mlm")
         with torch.random.fork_rng(devices=[]):
@@ -328,20 +378,18 @@ def _extract_models(stage: Path, supernet_dir: str, speedups: list[float], searc
             scratch = AutoTinyBertForMaskedLM(template.config)
         conv_dir = save_extracted(scratch, stage / f"conventional-{tag}", tokenizer_dir=supernet_dir,
                                   overwrite=True)
-        entries.append(ModelEntry(f"searched-{tag}", "searched", speedup, str(searched), str(searched_dir),
-                                  predictor.predict(searched)).__dict__)
         entries.append(ModelEntry(f"conventional-{tag}", "conventional", speedup, baseline["arch"], str(conv_dir),
-                                  predictor.predict(baseline["arch"])).__dict__)
+                                  predictor.predict(baseline["arch"])))
     # measured latency of every chosen arch, in one interleaved run with BERT-base
-    archs = sorted({e["arch"] for e in entries})
+    archs = sorted({e.arch for e in entries})
     records = measure_latency(archs, backend=lat_cfg["backend"], threads=lat_cfg["threads"], batch=lat_cfg["batch"],
                               seq_len=lat_cfg["seq_len"], device=lat_cfg["device"], warmup=lat_cfg["warmup"],
                               repeats=lat_cfg["repeats"], reference=True, seed=seed, clock=lat_cfg["clock"])
     ref = records[-1].median_ms
     measured = {str(r.arch): r.median_ms for r in records[:-1]}
     for e in entries:
-        e["measured_ms"] = measured[e["arch"]]
-        e["measured_speedup"] = ref / measured[e["arch"]]
-    atomic_write_json(stage / "models.json", {"reference_ms": ref, "models": entries})
-    return entries
-
+        e.measured_ms = measured[e.arch]
+        e.measured_speedup = ref / measured[e.arch]
+    rows = [e.__dict__ for e in entries]
+    atomic_write_json(stage / "models.json", {"reference_ms": ref, "models": rows})
+    return rows

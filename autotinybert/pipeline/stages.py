@@ -7,6 +7,9 @@ Every stage writes into ``RUN_DIR/<stage>/``:
 
 A stage's fingerprint hashes its own config and the fingerprints of the stages it reads from, so changing one
 stage's config re-runs that stage and everything downstream of it, and nothing upstream.
+
+Under ``torchrun`` (see `ranks`), rank 0 takes every decision and writes every marker; a stage declared
+``distributed`` runs on all ranks, any other on rank 0 only, and the other ranks receive its outputs.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..io import atomic_write_json
+from .ranks import Ranks
 
 CONFIG_FILE = "config.json"
 DONE_FILE = "DONE.json"
@@ -43,10 +47,12 @@ class StageResult:
 class StageRunner:
     """Runs stages in order inside one run folder. `log` receives one line per decision."""
 
-    def __init__(self, run_dir: str | Path, log: Callable[[str], None] = print):
+    def __init__(self, run_dir: str | Path, log: Callable[[str], None] = print, ranks: Ranks | None = None):
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log = log
+        self.ranks = ranks or Ranks()
+        if self.ranks.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log = log if self.ranks.is_main else (lambda line: None)
         self.results: dict[str, StageResult] = {}
 
     def stage_dir(self, name: str) -> Path:
@@ -57,22 +63,52 @@ class StageRunner:
         return json.loads(marker.read_text()) if marker.is_file() else None
 
     def run(self, name: str, config: Any, fn: Callable[[Path, bool], dict[str, Any]],
-            upstream: tuple[str, ...] = ()) -> StageResult:
+            upstream: tuple[str, ...] = (), distributed: bool = False) -> StageResult:
         """Run `fn(stage_dir, resume)` unless a completed run with the same fingerprint exists.
 
         `upstream` names earlier stages whose outputs this one reads; their fingerprints enter this one's.
+        `distributed`: under torchrun every rank calls `fn` (it uses the process group itself); otherwise only
+        rank 0 does and the others get its outputs.
         """
         missing = [u for u in upstream if u not in self.results]
         if missing:
             raise RuntimeError(f"stage {name!r} needs stages {missing} to run first")
         fp = fingerprint(config, [self.results[u].fingerprint for u in upstream])
         stage_dir = self.stage_dir(name)
+        decision = self.ranks.share(self._decide(name, fp, config, upstream) if self.ranks.is_main else None)
+        if decision["skip"]:
+            result = StageResult(name, fp, decision["outputs"], skipped=True, resumed=False, wall_s=0.0)
+            self.results[name] = result
+            return result
+        resume = decision["resume"]
+        start = time.time()
+        outputs: dict[str, Any] | None = None
+        if distributed or self.ranks.is_main:
+            try:
+                outputs = fn(stage_dir, resume) or {}
+            except BaseException as err:
+                if not distributed and self.ranks.distributed:  # release the waiting ranks, then fail
+                    self.ranks.share({"failed": f"{type(err).__name__}: {err}"})
+                raise
+        wall = time.time() - start
+        if self.ranks.is_main:
+            atomic_write_json(stage_dir / DONE_FILE, {"stage": name, "fingerprint": fp, "outputs": outputs,
+                                                      "wall_s": round(wall, 2), "finished": time.time()})
+        shared = self.ranks.share({"outputs": outputs} if self.ranks.is_main else None)
+        if "failed" in shared:
+            raise RuntimeError(f"stage {name!r} failed on rank 0 ({shared['failed']}); see rank 0's output")
+        result = StageResult(name, fp, shared["outputs"], skipped=False, resumed=resume, wall_s=wall)
+        self.results[name] = result
+        return result
+
+    def _decide(self, name: str, fp: str, config: Any, upstream: tuple[str, ...]) -> dict[str, Any]:
+        """Rank 0: skip (with the stored outputs), resume an interrupted run of the same fingerprint, or start
+        afresh (clearing the stage folder); records the start in the stage's config.json."""
+        stage_dir = self.stage_dir(name)
         done = self.done(name)
         if done is not None and done.get("fingerprint") == fp:
             self.log(f"[{name}] done already (fingerprint {fp}); skipping")
-            result = StageResult(name, fp, done.get("outputs", {}), skipped=True, resumed=False, wall_s=0.0)
-            self.results[name] = result
-            return result
+            return {"skip": True, "outputs": done.get("outputs", {})}
         resume = False
         started_file = stage_dir / CONFIG_FILE
         if stage_dir.exists():
@@ -89,11 +125,4 @@ class StageRunner:
         stage_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(started_file, {"stage": name, "fingerprint": fp, "upstream": list(upstream),
                                          "config": config})
-        start = time.time()
-        outputs = fn(stage_dir, resume) or {}
-        wall = time.time() - start
-        atomic_write_json(stage_dir / DONE_FILE, {"stage": name, "fingerprint": fp, "outputs": outputs,
-                                                  "wall_s": round(wall, 2), "finished": time.time()})
-        result = StageResult(name, fp, outputs, skipped=False, resumed=resume, wall_s=wall)
-        self.results[name] = result
-        return result
+        return {"skip": False, "resume": resume}

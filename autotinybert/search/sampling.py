@@ -147,6 +147,18 @@ def satisfies_fast_rule(arch: Arch) -> bool:
     return 16 * arch.hidden <= 10 * arch.ffn <= 19 * arch.hidden and 7 * arch.hidden <= 10 * arch.qkv <= 10 * arch.hidden
 
 
+def fast_rule_hidden_sizes(space: SearchSpace) -> list[int]:
+    """The hidden sizes of `space` for which some ffn and qkv on its grid satisfy the fast rule (empty: the rule
+    has no arch in this space, so a `fast` search cannot run there)."""
+    if space.attention == "heads":
+        qkvs = [space.head_size * h for h in space.heads.values()]
+    else:
+        qkvs = list(space.qkv.values())
+    ffns = space.ffn.values()
+    return [h for h in space.hidden.values()
+            if any(16 * h <= 10 * f <= 19 * h for f in ffns) and any(7 * h <= 10 * q <= 10 * h for q in qkvs)]
+
+
 def fast_rule_draw(space: SearchSpace, layers: int) -> Callable[[np.random.Generator], Arch | None]:
     """A draw that puts ffn and qkv straight into the rule's band for the drawn hidden size.
 

@@ -17,6 +17,7 @@ class DistContext:
     world_size: int
     local_rank: int
     device: torch.device
+    owns_group: bool = False  # False when a caller (the pipeline) set the group up and will tear it down
 
     @property
     def is_main(self) -> bool:
@@ -49,14 +50,14 @@ def init_distributed(device: str = "auto") -> DistContext:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local_rank)
-    if world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if dev.type == "cuda" else "gloo"
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
-        dist.init_process_group(backend=backend)
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+    if world_size > 1 and dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    owns = world_size > 1 and not dist.is_initialized()
+    if owns:
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev, owns_group=owns)
 
 
 def shutdown(ctx: DistContext) -> None:
-    if ctx.distributed and dist.is_initialized():
+    if ctx.distributed and ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
