@@ -18,8 +18,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "run", help="run the whole pipeline from a YAML config (tokenize ... report)",
         description="Tokenize, train the supernet, measure latencies, fit the predictor, search one arch per "
-                    "speedup target, extract it and its conventional-rule baseline, further-train both, fine-tune, "
-                    "report. Each stage writes RUN_DIR/<stage>/ with config.json and DONE.json: a rerun skips "
+                    "speedup target (and, with search.fast, the fast-rule pick), extract it and its "
+                    "conventional-rule baseline, further-train them, fine-tune, report. Each stage writes RUN_DIR/<stage>/ with config.json and DONE.json: a rerun skips "
                     "completed stages, resumes an interrupted one and redoes only what a config change touches.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="pipeline YAML file (see configs/ and docs/pipeline.md)")
@@ -32,21 +32,28 @@ def register(subparsers) -> None:
 
 
 def _run(args) -> int:
+    import os
+
     from ..pipeline.config import PipelineConfig
     from ..pipeline.run import run_pipeline
-    from ..pipeline.report import final_table
 
     config = PipelineConfig.load(args.config, args.overrides)  # every config error before any stage starts
     result = run_pipeline(config)
-    print(final_table(result.run_dir))
-    print(f"\nreport: {result.report}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
+        _print_summary(result.run_dir, result.report)
     return 0
 
 
 def _report(args) -> int:
-    from ..pipeline.report import final_table, write_report
+    from ..pipeline.report import write_report
 
-    path = write_report(args.run_dir)
-    print(final_table(args.run_dir))
-    print(f"\nreport: {path}")
+    _print_summary(args.run_dir, write_report(args.run_dir))
     return 0
+
+
+def _print_summary(run_dir, report) -> None:
+    from ..pipeline.report import collect_models, comparison_lines, final_table
+
+    print(final_table(run_dir))
+    print("\n".join(["", *comparison_lines(collect_models(run_dir))]))
+    print(f"\nreport: {report}")

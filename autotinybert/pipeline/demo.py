@@ -27,18 +27,21 @@ def run_demo(out: str | Path = "runs/demo", overrides: list[str] | tuple[str, ..
              log: Callable[[str], None] = print) -> PipelineResult:
     """Build the docstring data (deterministic) and run the demo pipeline; prints the table and how to load."""
     from ..demo import build_demo_data
-    from .report import final_table
+    from .report import collect_models, comparison_lines, final_table
 
     started = time.time()
     out = Path(out).resolve()
     data_dir = out / "data"
     if not (data_dir / "docpair" / "dev.tsv").is_file():
-        info = build_demo_data(data_dir, seed=0, train_pairs=8000, dev_pairs=400)
+        info = build_demo_data(data_dir, seed=0, train_pairs=8000, dev_pairs=2000)
         log(f"[demo] docstring corpus: {info.documents} documents, {info.words} words; docpair: "
             f"{info.train_pairs} train / {info.dev_pairs} dev pairs")
     config = demo_config(out, overrides)
     result = run_pipeline(config, log=log)
     log("\n" + final_table(result.run_dir))
+    log("\n" + "\n".join(comparison_lines(collect_models(result.run_dir))))
+    log("(demo scale: minutes of pre-training on a 90k-word corpus; differences of a few points are within "
+        "seed noise -- see the report)")
     best = max((m for m in result.models if m.kind == "searched"), key=lambda m: m.score or 0.0)
     model_dir = next(iter(best.finetuned_dirs.values()))
     log(f"\nreport: {result.report}")
