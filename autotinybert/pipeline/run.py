@@ -205,11 +205,11 @@ def _run(cfg: PipelineConfig, ranks: Ranks, log: Callable[[str], None]) -> Pipel
     searches: dict[float, dict[str, Any]] = {}
     fast_searches: dict[float, dict[str, Any]] = {}
     search_stages: list[str] = []
+    # per target: the configured (evolved) search, then, with search.fast, the paper's fast rule
+    methods = [("search", search_cfg["method"], searches)] + ([("fast", "fast", fast_searches)] if with_fast else [])
     for speedup in speedups:
-        # the evolved (or configured) search, then, with search.fast, the paper's fast rule for the same target
-        for method, found in ((search_cfg.get("method", "evolved"), searches),) + (
-                (("fast", fast_searches),) if with_fast else ()):
-            name = f"{'fast' if found is fast_searches else 'search'}-{target_tag(speedup)}"
+        for prefix, method, found in methods:
+            name = f"{prefix}-{target_tag(speedup)}"
             stage_cfg = {**search_cfg, "method": method, "speedup": speedup}
             found[speedup] = runner.run(name, stage_cfg, partial(_search_stage, stage_cfg, supernet_dir,
                                                                  pred["predictor"], seed, data["downstream"],
