@@ -259,12 +259,25 @@ class AutoTinyBertForQuestionAnswering(AutoTinyBertPreTrainedModel):
         return out if return_dict is not False else out.to_tuple()
 
 
+class SupernetFolderConfig(PreTrainedConfig):
+    """What transformers sees of a supernet folder's ``config.json`` (``model_type: autotinybert-supernet``).
+
+    Nothing builds a model from it -- `SuperBertForMaskedLM.from_pretrained` reads that file itself -- but
+    ``AutoTokenizer.from_pretrained(supernet_dir)`` reads the config to find the tokenizer class and warns about
+    an unknown model type unless the type is registered.
+    """
+
+    model_type = "autotinybert-supernet"
+
+
 def register_auto_classes() -> None:
     """Make ``AutoConfig`` / ``AutoModel*`` resolve ``model_type = "autotinybert"`` (idempotent)."""
-    try:
-        AutoConfig.register("autotinybert", AutoTinyBertConfig)
-    except ValueError:
-        pass  # already registered (e.g. the module was imported twice)
+    for model_type, config_cls in (("autotinybert", AutoTinyBertConfig),
+                                   ("autotinybert-supernet", SupernetFolderConfig)):
+        try:
+            AutoConfig.register(model_type, config_cls)
+        except ValueError:
+            pass  # already registered (e.g. the module was imported twice)
     for auto_cls, model_cls in (
         (AutoModel, AutoTinyBertModel),
         (AutoModelForMaskedLM, AutoTinyBertForMaskedLM),

@@ -9,6 +9,7 @@ import torch
 
 from autotinybert.cli import main
 from autotinybert.demo import build_demo_data
+from autotinybert.errors import UserError
 from autotinybert.pipeline.config import ConfigError, PipelineConfig
 from autotinybert.pipeline.report import final_table
 from autotinybert.pipeline.run import run_pipeline
@@ -266,6 +267,16 @@ def test_bad_keys_fail_before_any_stage(demo_root, tmp_path, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         run_pipeline(config, [override], log=lambda line: None)
     assert not (tmp_path / "never").exists()
+
+
+def test_an_unreachable_target_fails_before_the_supernet_trains(demo_root, tmp_path):
+    config = tiny_config(demo_root)
+    config["out"] = str(tmp_path / "run")
+    config["search"]["speedups"] = [1e6]
+    with pytest.raises(UserError, match=r"search.speedups \[1000000.0\] are outside what the space reaches"):
+        run(config, [])
+    assert (tmp_path / "run" / "predictor" / "DONE.json").is_file()
+    assert not (tmp_path / "run" / "supernet").exists()
 
 
 def test_fast_needs_rule_archs_in_the_space(demo_root, tmp_path):

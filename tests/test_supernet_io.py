@@ -47,6 +47,18 @@ def supernet_dir(tmp_path):
     return out
 
 
+def test_transformers_recognises_a_supernet_folder(supernet_dir):
+    """AutoTokenizer reads config.json to find the tokenizer class; the supernet's model type is registered, so
+    the folder's tokenizer loads without an unknown-model-type error or warning."""
+    from transformers import AutoConfig
+
+    from autotinybert.modeling import SupernetFolderConfig
+
+    assert isinstance(AutoConfig.from_pretrained(supernet_dir), SupernetFolderConfig)
+    tok = AutoTokenizer.from_pretrained(supernet_dir)
+    assert tok("hello")["input_ids"][0] == tok.cls_token_id
+
+
 def test_supernet_round_trip(supernet_dir):
     original = make_supernet("dims")
     loaded = SuperBertForMaskedLM.from_pretrained(supernet_dir).eval()

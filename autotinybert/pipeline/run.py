@@ -1,4 +1,4 @@
-"""`run_pipeline(config)`: tokenize -> supernet -> latency -> predictor -> search (one per target) -> extract ->
+"""`run_pipeline(config)`: tokenize -> latency -> predictor -> supernet -> search (one per target) -> extract ->
 further-train -> finetune -> report, each stage in ``RUN_DIR/<stage>/`` under `StageRunner` (skip / resume /
 invalidate downstream). The conventional-rule baseline of each target is extracted, trained and evaluated the
 same way as the searched model, so the report compares them at equal latency."""
@@ -120,20 +120,7 @@ def _run(cfg: PipelineConfig, ranks: Ranks, log: Callable[[str], None]) -> Pipel
                     "max_seq_length": data["max_seq_length"], "val_fraction": data["val_fraction"],
                     "val_max_sequences": data["val_max_sequences"], "seed": seed, "progress": progress}
 
-    # -- supernet --------------------------------------------------------------------------------------------
     sn_cfg = cfg.section("supernet")
-
-    def supernet(stage: Path, resume: bool) -> dict[str, Any]:
-        from ..train import train_supernet
-
-        out = stage / "supernet"
-        can_resume = resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
-        path = train_supernet({**sn_cfg, **train_common, "out": str(out), "resume": bool(can_resume),
-                               "overwrite": not can_resume})
-        return {"supernet": str(path)}
-
-    sn = runner.run("supernet", sn_cfg, supernet, upstream=("tokenize",), distributed=True).outputs
-    supernet_dir = sn["supernet"]
 
     # -- latency: sampled archs + conventional candidates + BERT-base, one interleaved campaign ---------------
     lat_cfg = cfg.section("latency")
@@ -197,11 +184,26 @@ def _run(cfg: PipelineConfig, ranks: Ranks, log: Callable[[str], None]) -> Pipel
 
     pred = runner.run("predictor", pred_cfg, predictor, upstream=("latency",)).outputs
 
-    # -- search: one per target, sharing the supernet and the predictor ---------------------------------------
+    # -- the targets, checked against what the space reaches on this machine before any training ----------------
     search_cfg = cfg.section("search")
     speedups = [float(s) for s in search_cfg.pop("speedups")]
     with_fast = search_cfg.pop("fast")
     _check_targets(speedups, pred["predictor"], space_spec, search_cfg.get("window", (0.85, 1.1)))
+
+    # -- supernet (after latency + predictor, so an unreachable target fails before hours of training) ---------
+    def supernet(stage: Path, resume: bool) -> dict[str, Any]:
+        from ..train import train_supernet
+
+        out = stage / "supernet"
+        can_resume = resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
+        path = train_supernet({**sn_cfg, **train_common, "out": str(out), "resume": bool(can_resume),
+                               "overwrite": not can_resume})
+        return {"supernet": str(path)}
+
+    sn = runner.run("supernet", sn_cfg, supernet, upstream=("tokenize",), distributed=True).outputs
+    supernet_dir = sn["supernet"]
+
+    # -- search: one per target, sharing the supernet and the predictor ---------------------------------------
     searches: dict[float, dict[str, Any]] = {}
     fast_searches: dict[float, dict[str, Any]] = {}
     search_stages: list[str] = []
