@@ -39,7 +39,9 @@ def tiny_config(root):
                           "checkpoint_every": 2, "threads": 1},
         "finetune": {"tasks": ["docpair"],
                      "config": {"learning_rate": 1e-3, "epochs": 1, "batch_size": 16, "max_seq_length": 32,
-                                "max_train_examples": 64, "max_eval_examples": 32, "threads": 1}},
+                                "max_train_examples": 64, "max_eval_examples": 32, "threads": 1},
+                     # sst2 is not among the tasks: its settings are accepted and wait unused
+                     "task_configs": {"docpair": {"max_eval_examples": 24}, "sst2": {"epochs": 2}}},
     }
 
 
@@ -108,6 +110,8 @@ def test_end_to_end_rerun_change_and_resume(demo_root, monkeypatch):
         assert mpimg.imread(run_dir / "report" / png).ndim == 3
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     model_dir = result.models[0].finetuned_dirs["docpair"]
+    task_result = json.loads((Path(model_dir).parent / "result.json").read_text())
+    assert (task_result["train_examples"], task_result["eval_examples"]) == (64, {"dev": 24})  # config + task_configs
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     tok = AutoTokenizer.from_pretrained(model_dir)
     with torch.no_grad():
@@ -260,6 +264,8 @@ def test_torchrun_two_ranks_run_the_pipeline_like_one_process(demo_root, tmp_pat
     ("finetune.config.learning_ratez=1", "finetune.config"),
     ("supernet.out=/tmp/x", "supernet.out"),
     ("search.fast=3", "search.fast"),
+    ("finetune.task_configs={sst-two: {epochs: 1}}", "finetune.task_configs names an unknown task"),
+    ("finetune.task_configs={docpair: {epochz: 1}}", "finetune.task_configs.docpair"),
 ])
 def test_bad_keys_fail_before_any_stage(demo_root, tmp_path, override, key):
     config = tiny_config(demo_root)
@@ -277,6 +283,22 @@ def test_an_unreachable_target_fails_before_the_supernet_trains(demo_root, tmp_p
         run(config, [])
     assert (tmp_path / "run" / "predictor" / "DONE.json").is_file()
     assert not (tmp_path / "run" / "supernet").exists()
+
+
+def test_a_second_run_on_the_same_folder_is_refused(demo_root, tmp_path):
+    from autotinybert.pipeline.stages import RunFolderBusyError, RunLock
+
+    config = tiny_config(demo_root)
+    config["out"] = str(tmp_path / "run")
+    held = RunLock(tmp_path / "run").acquire()  # as if another pipeline process were running there
+    try:
+        with pytest.raises(RunFolderBusyError, match=r"another autotinybert run \(pid \d+\) is using"):
+            run(config, [])
+        assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".autotinybert-run.lock"]
+    finally:
+        held.release()
+    with pytest.raises(UserError, match="outside what the space reaches"):  # free again: the run starts
+        run({**config, "search": {**config["search"], "speedups": [1e6]}}, [])
 
 
 def test_fast_needs_rule_archs_in_the_space(demo_root, tmp_path):

@@ -9,7 +9,7 @@ Sections and what they feed:
 * ``latency`` / ``predictor`` -- the latency campaign and the predictor fit;
 * ``search`` -- ``speedups`` (one search per target), ``fast`` (also run the fast-rule search per target) + any
   `SearchConfig` key the pipeline does not set;
-* ``finetune`` -- ``tasks`` + ``config`` (any `FinetuneConfig` key).
+* ``finetune`` -- ``tasks`` + ``config`` (any `FinetuneConfig` key) + ``task_configs`` (per-task overrides of it).
 
 Relative paths in a config file are resolved against the file's folder.
 """
@@ -59,7 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "search": {"speedups": [4, 10], "method": "evolved", "evaluator": "loss", "generations": 4, "population": 25,
                "fast": False},      # fast: also run the paper's fast-rule search (section 4.4) per target
     "further_train": {"max_steps": 500},
-    "finetune": {"tasks": ["sst2"], "config": {}},
+    "finetune": {"tasks": ["sst2"], "config": {}, "task_configs": {}},  # task_configs: {task: {key: value}}
 }
 
 _KNOWN_SECTION_KEYS = {
@@ -84,6 +84,7 @@ def _schema() -> dict[str, Any]:
     for section, keys in _KNOWN_SECTION_KEYS.items():
         schema[section] = {k: None for k in keys}
     schema["finetune"]["config"] = {k: None for k in _dataclass_keys(FinetuneConfig)}
+    schema["finetune"]["task_configs"] = None  # keyed by task name: checked in `validate`
     schema["supernet"] = {k: None for k in _dataclass_keys(TrainSupernetConfig) - _TRAIN_OWNED}
     schema["further_train"] = {k: None for k in _dataclass_keys(TrainModelConfig) - _TRAIN_OWNED}
     schema["search"] = {k: None for k in (_dataclass_keys(SearchConfig) - _SEARCH_OWNED) | {"speedups", "fast"}}
@@ -237,6 +238,20 @@ class PipelineConfig:
             FinetuneConfig.from_dict(ft["config"])
         except UserError as err:
             raise ConfigError(f"finetune.config: {err}") from None
+        per_task = ft["task_configs"]
+        if not isinstance(per_task, dict):
+            raise ConfigError(f"finetune.task_configs must map task names to settings, got {per_task!r}")
+        for name, settings in per_task.items():
+            try:  # a known task left out of finetune.tasks is fine (its settings wait unused); a typo is not
+                parse_tasks([str(name)])
+            except UserError as err:
+                raise ConfigError(f"finetune.task_configs names an unknown task: {err}") from None
+            if not isinstance(settings, dict):
+                raise ConfigError(f"finetune.task_configs.{name} must be a mapping of settings, got {settings!r}")
+            try:
+                FinetuneConfig.from_dict({**ft["config"], **settings})
+            except UserError as err:
+                raise ConfigError(f"finetune.task_configs.{name}: {err}") from None
 
 
 def _positive_int(key: str, value: Any) -> None:

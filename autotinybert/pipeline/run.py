@@ -16,7 +16,7 @@ from ..errors import UserError
 from ..io import atomic_write_json
 from .config import PipelineConfig
 from .ranks import Ranks
-from .stages import StageRunner
+from .stages import RunFolderBusyError, RunLock, StageRunner
 
 RESOLVED_CONFIG = "pipeline.json"
 REPORT_VERSION = 2  # bump when the report's content changes, so finished runs rebuild it
@@ -82,9 +82,20 @@ def run_pipeline(config: PipelineConfig | dict | str | Path, overrides: list[str
     """Run (or continue) the whole pipeline; returns the models with their latencies and scores."""
     cfg = config if isinstance(config, PipelineConfig) else PipelineConfig.load(config, overrides)
     ranks = Ranks.from_environment()
+    lock = RunLock(cfg.out)
     try:
+        busy = None
+        if ranks.is_main:  # rank 0 owns the run folder
+            try:
+                lock.acquire()
+            except RunFolderBusyError as err:
+                busy = str(err)
+        busy = ranks.share(busy)
+        if busy:
+            raise RunFolderBusyError(busy)
         return _run(cfg, ranks, log)
     finally:
+        lock.release()
         ranks.close()
 
 
@@ -264,6 +275,10 @@ def _run(cfg: PipelineConfig, ranks: Ranks, log: Callable[[str], None]) -> Pipel
 
     def finetune(stage: Path, resume: bool) -> dict[str, Any]:
         from ..downstream import evaluate_suite
+        from ..downstream.tasks import parse_tasks
+
+        chosen = {spec.name for spec in parse_tasks(fine_cfg["tasks"])}
+        selected_task_configs = {k: v for k, v in fine_cfg["task_configs"].items() if k.lower() in chosen}
 
         results = {}
         for m in models:
@@ -273,7 +288,7 @@ def _run(cfg: PipelineConfig, ranks: Ranks, log: Callable[[str], None]) -> Pipel
             suite = evaluate_suite(m.trained_dir, fine_cfg["tasks"], data["downstream"], stage / m.name,
                                    config={**fine_cfg["config"], "seed": fine_cfg["config"].get("seed", seed),
                                            "progress": progress},
-                                   resume=True)
+                                   task_configs=selected_task_configs, resume=True)
             results[m.name] = {
                 "scores": {t: s.best for t, s in suite.tasks.items()},
                 "score": suite.score if suite.score is not None else suite.avg,

@@ -16,17 +16,62 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import UserError
 from ..io import atomic_write_json
 from .ranks import Ranks
 
 CONFIG_FILE = "config.json"
 DONE_FILE = "DONE.json"
+LOCK_FILE = ".autotinybert-run.lock"
+
+
+class RunFolderBusyError(UserError):
+    """Another pipeline process holds the run folder."""
+
+
+class RunLock:
+    """An exclusive lock on a run folder for the life of one pipeline run: two runs writing the same stage
+    folders would corrupt each other's checkpoints and markers. `flock` dies with its process, so a killed run
+    never leaves a stale lock behind (where `fcntl` is missing, e.g. on Windows, no lock is taken)."""
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self._file = None
+
+    def acquire(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise RunFolderBusyError(
+                f"another autotinybert run (pid {holder}) is using {self.path.parent}; wait for it to finish or "
+                "give this run another `out` folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing drops the flock
+            self._file = None
 
 
 def fingerprint(config: Any, upstream: list[str]) -> str:
