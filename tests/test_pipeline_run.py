@@ -105,6 +105,10 @@ def test_end_to_end_rerun_change_and_resume(demo_root, monkeypatch):
     report = (run_dir / "report.md").read_text()
     assert "searched" in report and "conventional" in report and conv.arch in report
     assert f"{speedup}x: searched `{result.models[0].arch}`" in report and f"{speedup}x: fast" in report
+    p = sum(m.scores["docpair"] for m in result.models) / 3
+    se = 100 * (p * (1 - p) / 24) ** 0.5  # binomial standard error of one accuracy on the 24 dev pairs
+    assert f"- docpair: 24 dev examples (accuracy); one accuracy near {100 * p:.1f} % has a standard error of " \
+           f"{se:.1f} points" in report
     import matplotlib.image as mpimg
     for png in ("speedup_vs_score.png", "search_progress.png", "predictor_fit.png"):
         assert mpimg.imread(run_dir / "report" / png).ndim == 3

@@ -52,8 +52,9 @@ def _report(args) -> int:
 
 
 def _print_summary(run_dir, report) -> None:
-    from ..pipeline.report import collect_models, comparison_lines, final_table
+    from ..pipeline.report import collect_models, comparison_lines, final_table, noise_lines
 
+    models = collect_models(run_dir)
     print(final_table(run_dir))
-    print("\n".join(["", *comparison_lines(collect_models(run_dir))]))
+    print("\n".join(["", *comparison_lines(models), *noise_lines(models)]))
     print(f"\nreport: {report}")

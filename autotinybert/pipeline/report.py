@@ -55,6 +55,31 @@ def comparison_lines(models: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def noise_lines(models: list[dict[str, Any]]) -> list[str]:
+    """Per task: how many dev examples scored the models and, for accuracy, the binomial standard error of one score
+    and the rough 95 % threshold for a difference of two (2 x sqrt(2) x SE) -- how large a gap means something."""
+    lines = []
+    for task in sorted({t for m in models for t in m.get("finetuned_dirs", {})}):
+        results = [Path(m["finetuned_dirs"][task]).parent / "result.json" for m in models
+                   if task in m.get("finetuned_dirs", {})]
+        result = next((json.loads(r.read_text()) for r in results if r.is_file()), None)
+        if result is None:
+            continue
+        counts = result.get("eval_examples")
+        n = sum(counts.values()) if isinstance(counts, dict) else counts
+        if not n:
+            continue
+        line = f"- {task}: {n:,} dev examples ({result.get('main_metric')})"
+        scores = [m["scores"][task] for m in models if task in m.get("scores", {})]
+        if result.get("main_metric") == "accuracy" and scores:
+            p = sum(scores) / len(scores)
+            se = 100 * (p * (1 - p) / n) ** 0.5
+            line += (f"; one accuracy near {100 * p:.1f} % has a standard error of {se:.1f} points, so a gap "
+                     f"between two models under ~{2 * 2 ** 0.5 * se:.1f} points is within noise")
+        lines.append(line)
+    return lines
+
+
 def final_table(run_dir: str | Path) -> str:
     """A plain-text table: one row per model, searched and conventional side by side per target."""
     models = collect_models(run_dir)
@@ -124,6 +149,9 @@ def write_report(run_dir: str | Path) -> Path:
         lines += compared + ["", "The conventional baseline follows BERT's rule (ffn = 4 hidden, qkv = hidden) and "
                              "is the one whose measured latency is closest to the target; it is trained from "
                              "scratch with the same further-training budget the searched model gets.", ""]
+    noise = noise_lines(models)
+    if noise:
+        lines += ["How much a difference means:", ""] + noise + [""]
     lines += ["```", final_table(run_dir), "```", ""]
     tasks = sorted({t for m in models for t in m.get("scores", {})})
     lines += ["| target | model | arch | predicted ms | measured ms | speedup | " + " | ".join(tasks) + " | score |",
