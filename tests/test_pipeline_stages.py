@@ -51,6 +51,21 @@ def test_skip_resume_and_invalidation(tmp_path):
     assert json.loads((tmp_path / "b" / "config.json").read_text())["config"] == {"y": 5}
 
 
+def test_a_stage_that_ran_again_invalidates_what_read_it(tmp_path):
+    import shutil
+
+    configs = {"a": {"x": 1}, "b": {"y": 2}, "c": {"z": 3}}
+    calls = []
+    run_all(tmp_path, configs, calls)
+    shutil.rmtree(tmp_path / "b")  # deleted by hand: b re-runs, and c read b's old outputs
+    calls.clear()
+    run_all(tmp_path, configs, calls)
+    assert calls == [("b", False), ("c", False)]
+    calls.clear()
+    run_all(tmp_path, configs, calls)
+    assert calls == []
+
+
 def test_changed_config_of_an_interrupted_stage_starts_over(tmp_path):
     calls = []
     with pytest.raises(KeyboardInterrupt):

@@ -5,8 +5,9 @@ Every stage writes into ``RUN_DIR/<stage>/``:
 * ``config.json`` -- the stage's resolved config and its fingerprint, written before the stage starts;
 * ``DONE.json``   -- the completion marker: fingerprint, outputs (a JSON dict the next stages read), wall time.
 
-A stage's fingerprint hashes its own config and the fingerprints of the stages it reads from, so changing one
-stage's config re-runs that stage and everything downstream of it, and nothing upstream.
+A stage's fingerprint hashes its own config and the fingerprints *and completion ids* of the stages it reads
+from, so changing one stage's config re-runs that stage and everything downstream of it, and nothing upstream;
+and a stage that ran again (its folder deleted by hand, say) invalidates everything that read its old outputs.
 
 Under ``torchrun`` (see `ranks`), rank 0 takes every decision and writes every marker; a stage declared
 ``distributed`` runs on all ranks, any other on rank 0 only, and the other ranks receive its outputs.
@@ -87,6 +88,7 @@ class StageResult:
     skipped: bool  # True when a completed stage with the same fingerprint was reused
     resumed: bool  # True when an interrupted run of the same config was continued
     wall_s: float
+    completion: str = ""  # id of the run that completed it (DONE.json); "" for markers written before ids existed
 
 
 class StageRunner:
@@ -118,11 +120,12 @@ class StageRunner:
         missing = [u for u in upstream if u not in self.results]
         if missing:
             raise RuntimeError(f"stage {name!r} needs stages {missing} to run first")
-        fp = fingerprint(config, [self.results[u].fingerprint for u in upstream])
+        fp = fingerprint(config, [f"{self.results[u].fingerprint}:{self.results[u].completion}" for u in upstream])
         stage_dir = self.stage_dir(name)
         decision = self.ranks.share(self._decide(name, fp, config, upstream) if self.ranks.is_main else None)
         if decision["skip"]:
-            result = StageResult(name, fp, decision["outputs"], skipped=True, resumed=False, wall_s=0.0)
+            result = StageResult(name, fp, decision["outputs"], skipped=True, resumed=False, wall_s=0.0,
+                                 completion=decision["completion"])
             self.results[name] = result
             return result
         resume = decision["resume"]
@@ -136,13 +139,16 @@ class StageRunner:
                     self.ranks.share({"failed": f"{type(err).__name__}: {err}"})
                 raise
         wall = time.time() - start
+        completion = f"{fp}-{time.time_ns()}"  # unique per completed run: what later stages' fingerprints chain
         if self.ranks.is_main:
             atomic_write_json(stage_dir / DONE_FILE, {"stage": name, "fingerprint": fp, "outputs": outputs,
-                                                      "wall_s": round(wall, 2), "finished": time.time()})
-        shared = self.ranks.share({"outputs": outputs} if self.ranks.is_main else None)
+                                                      "wall_s": round(wall, 2), "finished": time.time(),
+                                                      "completion": completion})
+        shared = self.ranks.share({"outputs": outputs, "completion": completion} if self.ranks.is_main else None)
         if "failed" in shared:
             raise RuntimeError(f"stage {name!r} failed on rank 0 ({shared['failed']}); see rank 0's output")
-        result = StageResult(name, fp, shared["outputs"], skipped=False, resumed=resume, wall_s=wall)
+        result = StageResult(name, fp, shared["outputs"], skipped=False, resumed=resume, wall_s=wall,
+                             completion=shared["completion"])
         self.results[name] = result
         return result
 
@@ -153,7 +159,7 @@ class StageRunner:
         done = self.done(name)
         if done is not None and done.get("fingerprint") == fp:
             self.log(f"[{name}] done already (fingerprint {fp}); skipping")
-            return {"skip": True, "outputs": done.get("outputs", {})}
+            return {"skip": True, "outputs": done.get("outputs", {}), "completion": done.get("completion", "")}
         resume = False
         started_file = stage_dir / CONFIG_FILE
         if stage_dir.exists():
