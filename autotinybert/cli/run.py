@@ -19,8 +19,9 @@ def register(subparsers) -> None:
         "run", help="run the whole pipeline from a YAML config (tokenize ... report)",
         description="Tokenize, train the supernet, measure latencies, fit the predictor, search one arch per "
                     "speedup target (and, with search.fast, the fast-rule pick), extract it and its "
-                    "conventional-rule baseline, further-train them, fine-tune, report. Each stage writes RUN_DIR/<stage>/ with config.json and DONE.json: a rerun skips "
-                    "completed stages, resumes an interrupted one and redoes only what a config change touches.",
+                    "conventional-rule baseline, further-train them, fine-tune, report. Each stage writes "
+                    "RUN_DIR/<stage>/ with config.json and DONE.json: a rerun skips completed stages, resumes "
+                    "an interrupted one and redoes only what a config change touches.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="pipeline YAML file (see configs/ and docs/pipeline.md)")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. search.population=10")
@@ -52,9 +53,7 @@ def _report(args) -> int:
 
 
 def _print_summary(run_dir, report) -> None:
-    from ..pipeline.report import collect_models, comparison_lines, final_table, noise_lines
+    from ..pipeline.report import summary_text
 
-    models = collect_models(run_dir)
-    print(final_table(run_dir))
-    print("\n".join(["", *comparison_lines(models), *noise_lines(models)]))
+    print(summary_text(run_dir))
     print(f"\nreport: {report}")

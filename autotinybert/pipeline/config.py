@@ -173,7 +173,7 @@ class PipelineConfig:
             except UserError as err:
                 raise ConfigError(f"{section}: {err}") from None
         try:
-            SearchSpace.load(r["supernet"].get("space", "cpu-mlm"))
+            space = SearchSpace.load(r["supernet"].get("space", "cpu-mlm"))
         except UserError as err:
             raise ConfigError(f"supernet.space: {err}") from None
 
@@ -217,7 +217,7 @@ class PipelineConfig:
         if fast:
             from ..search.sampling import fast_rule_hidden_sizes
 
-            if not fast_rule_hidden_sizes(SearchSpace.load(r["supernet"].get("space", "cpu-mlm"))):
+            if not fast_rule_hidden_sizes(space):
                 raise ConfigError("search.fast: no arch of supernet.space satisfies the fast rule (1.6 hidden <= "
                                   "ffn <= 1.9 hidden, 0.7 hidden <= qkv <= hidden) on its grid; set search.fast "
                                   "to false or give the space a finer ffn/qkv grid")

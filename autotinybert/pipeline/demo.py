@@ -27,7 +27,7 @@ def run_demo(out: str | Path = "runs/demo", overrides: list[str] | tuple[str, ..
              log: Callable[[str], None] = print) -> PipelineResult:
     """Build the docstring data (deterministic) and run the demo pipeline; prints the table and how to load."""
     from ..demo import build_demo_data
-    from .report import collect_models, comparison_lines, final_table, noise_lines
+    from .report import summary_text
 
     started = time.time()
     out = Path(out).resolve()
@@ -38,9 +38,7 @@ def run_demo(out: str | Path = "runs/demo", overrides: list[str] | tuple[str, ..
             f"{info.train_pairs} train / {info.dev_pairs} dev pairs")
     config = demo_config(out, overrides)
     result = run_pipeline(config, log=log)
-    log("\n" + final_table(result.run_dir))
-    models = collect_models(result.run_dir)
-    log("\n" + "\n".join(comparison_lines(models) + noise_lines(models)))
+    log("\n" + summary_text(result.run_dir))
     log("(demo scale: a minute of pre-training on a 90k-word corpus -- the demo shows the pipeline at work, not the "
         "paper's claim)")
     best = max((m for m in result.models if m.kind == "searched"), key=lambda m: m.score or 0.0)

@@ -97,6 +97,12 @@ def final_table(run_dir: str | Path) -> str:
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
+def summary_text(run_dir: str | Path) -> str:
+    """What a finished run prints: the final table, then the per-target comparison and per-task noise lines."""
+    models = collect_models(run_dir)
+    return "\n".join([final_table(run_dir), "", *comparison_lines(models), *noise_lines(models)])
+
+
 def _save_plot(fig, ax, path: Path, title: str, xlabel: str, ylabel: str) -> None:
     """Label, lay out, write and close one report figure."""
     import matplotlib.pyplot as plt
