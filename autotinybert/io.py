@@ -64,7 +64,7 @@ def staged_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"output path {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"output folder {out} is not empty; choose a new folder or pass overwrite=True (--overwrite)")
+        raise FileExistsError(f"output folder {out} is not empty; choose a new folder or pass overwrite=True (overwrite=true on the command line)")
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.staging-"))
     try:

@@ -28,6 +28,7 @@ from transformers.modeling_outputs import (
 )
 
 from .arch import Arch
+from .initialization import init_bert_module
 from .layers import Embeddings, Encoder, PredictionHeadTransform, additive_mask, mlm_logits
 
 
@@ -81,8 +82,9 @@ class AutoTinyBertPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        super()._init_weights(module)
-        if isinstance(module, LMPredictionHead):
+        """BERT's initialisation (the SuperBERT's rule); tensors `from_pretrained` loaded are left as they are."""
+        init_bert_module(module, self.config.initializer_range, skip_loaded=True)
+        if isinstance(module, LMPredictionHead) and not getattr(module.bias, "_is_hf_initialized", False):
             module.bias.zero_()
 
 

@@ -375,3 +375,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "qkv": [120, 384, 12],
     },
 }
+
+
+def space_as_dict(spec: str | Path | dict) -> dict[str, Any]:
+    """A space spec (preset, YAML file or mapping) as a mapping, so that one of its keys can be overridden
+    (``supernet.space.layers.max=3`` on a preset)."""
+    data = SearchSpace.load(spec).to_dict()
+    data.pop("name")  # no longer the preset once a key is changed
+    return data

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from .arch import Arch
 from .errors import UserError
+from .initialization import init_bert_weights
 from .io import atomic_path, atomic_write_json, copy_tokenizer_files
 from .layers import Embeddings, Encoder, Layout, PredictionHeadTransform, TiedEmbedding, additive_mask, mlm_logits
 from .space import SearchSpace
@@ -137,18 +138,7 @@ class SuperBertForMaskedLM(nn.Module):
 
     def reset_parameters(self) -> None:
         """BERT's initialisation: N(0, initializer_range) weights, zero biases, unit LayerNorms."""
-        std = self.config.initializer_range
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, 0.0, std)
-                if isinstance(module, nn.Linear) and module.bias is not None:
-                    nn.init.zeros_(module.bias)
-                if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-                    with torch.no_grad():
-                        module.weight[module.padding_idx].zero_()
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_bert_weights(self, self.config.initializer_range)  # draws from torch's global RNG, module order
         nn.init.zeros_(self.cls.predictions.bias)
 
     def check_arch(self, arch: Arch | str) -> Arch:

@@ -104,7 +104,7 @@ def main() -> None:
     print_table(rows[-1:], title="tokenization")
 
     base = {"corpus": files, "tokenizer": minilm, "max_seq_length": 128, "cache_dir": str(cache),
-            "val_fraction": 0.01, "val_max_sequences": 2000, "batch_size": 32, "lr": args.lr, "threads": 1,
+            "val_fraction": 0.01, "val_max_sequences": 2000, "batch_size": 32, "learning_rate": args.lr, "threads": 1,
             "device": "cpu", "progress": False, "objective": objective, "seed": 0, "overwrite": True,
             **({"teacher": minilm} if objective == "kd" else {})}
 

@@ -43,7 +43,7 @@ def train_small_supernet(work: Path, quick: bool, minutes: float, steps: int) ->
     out = work / "supernet"
     config = {
         "out": str(out), "corpus": corpus_files(quick), "tokenizer_vocab_size": 8000, "max_seq_length": 128,
-        "space": "cpu-mlm", "batch_size": 32, "archs_per_step": 3, "lr": 5e-4, "max_steps": steps,
+        "space": "cpu-mlm", "batch_size": 32, "archs_per_step": 3, "learning_rate": 5e-4, "max_steps": steps,
         "time_budget_s": 60 * minutes, "val_fraction": 0.02, "val_max_sequences": 512, "device": "cpu",
         "threads": 1, "progress": True, "cache_dir": str(work / "cache"), "eval_every": 10_000,
         "checkpoint_every": 100, "seed": 0,

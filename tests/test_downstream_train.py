@@ -14,7 +14,7 @@ from autotinybert.errors import UserError
 
 NEUTRAL = "the a movie film plot was is it this that very quite story actors".split()
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "paris", "rome", "where", "city", "?", "."] + NEUTRAL
-FAST = dict(learning_rate=3e-3, epochs=4, batch_size=16, warmup_proportion=0.1, progress=False, threads=1)
+FAST = dict(learning_rate=3e-3, epochs=4, batch_size=16, warmup_ratio=0.1, progress=False, threads=1)
 
 
 def make_tokenizer():
@@ -149,7 +149,7 @@ def test_errors_come_before_training(tiny, tmp_path):
     with pytest.raises(UserError, match="not empty"):
         finetune(tiny / "atb", "sst2", tiny / "data", tmp_path / "busy", FAST)
     assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"
-    with pytest.raises(UserError, match=r"unknown fine-tuning setting\(s\) \['lr'\]"):
+    with pytest.raises(UserError, match=r"unknown key 'lr'; did you mean 'learning_rate'"):
         finetune(tiny / "atb", "sst2", tiny / "data", None, {"lr": 1})
     with pytest.raises(UserError, match="unknown task"):
         finetune(tiny / "atb", "sst5", tiny / "data", None, FAST)
@@ -196,22 +196,22 @@ def test_score_supernet_arch(tiny):
 
 
 def test_cli_finetune_and_evaluate(tiny, tmp_path, capsys):
-    common = ["--data", str(tiny / "data"), "--lr", "3e-3", "--epochs", "1", "--batch-size", "16", "--threads", "1",
-              "--set", "progress=false"]
-    assert cli_main(["finetune", "--model", str(tiny / "atb"), "--task", "sst2", "--out", str(tmp_path / "ft"),
-                     "--save-model", "none", *common]) == 0
+    common = [f"data={tiny / 'data'}", "learning_rate=3e-3", "epochs=1", "batch_size=16", "threads=1",
+              "progress=false"]
+    assert cli_main(["finetune", f"model={tiny / 'atb'}", "task=sst2", f"out={tmp_path / 'ft'}",
+                     "save_model=none", *common]) == 0
     assert "sst2: accuracy best" in capsys.readouterr().out
     assert json.loads((tmp_path / "ft" / "result.json").read_text())["config"]["epochs"] == 1
-    assert cli_main(["evaluate", "--model", str(tiny / "atb"), "--tasks", "sst2,stsb", "--out", str(tmp_path / "ev"),
+    assert cli_main(["evaluate", f"model={tiny / 'atb'}", "tasks=sst2,stsb", f"out={tmp_path / 'ev'}",
                      *common]) == 0
     out = capsys.readouterr().out
     assert "[best dev score] SST-2" in out and "Score" in out and (tmp_path / "ev" / "suite.json").is_file()
-    assert cli_main(["finetune", "--model", str(tiny / "atb"), "--task", "nope", "--out", str(tmp_path / "x"),
+    assert cli_main(["finetune", f"model={tiny / 'atb'}", "task=nope", f"out={tmp_path / 'x'}",
                      *common]) == 2
     assert "error: unknown task 'nope'" in capsys.readouterr().err
-    assert cli_main(["finetune", "--model", str(tiny / "atb"), "--task", "sst2", "--out", str(tmp_path / "y"),
-                     "--set", "bogus=1", *common]) == 2
-    assert "unknown fine-tuning setting(s) ['bogus']" in capsys.readouterr().err
+    assert cli_main(["finetune", f"model={tiny / 'atb'}", "task=sst2", f"out={tmp_path / 'y'}",
+                     "bogus=1", *common]) == 2
+    assert "unknown key 'bogus'" in capsys.readouterr().err
 
 
 def test_mnli_reports_matched_and_mismatched(tiny, tmp_path):

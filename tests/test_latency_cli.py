@@ -22,8 +22,8 @@ def test_measure_fit_bench(tmp_path, capsys):
     space = tmp_path / "tiny.yaml"
     space.write_text(TINY_SPACE)
     data = tmp_path / "lat.jsonl"
-    args = ["latency", "measure", "--space", str(space), "--n", "24", "--out", str(data), "--warmup", "0",
-            "--repeats", "1", "--reference-every", "100", "--no-progress", "--clock", "cpu"]
+    args = ["latency", "measure", f"space={space}", "n=24", f"out={data}", "warmup=0",
+            "repeats=1", "reference_every=100", "progress=false", "clock=cpu"]
     assert main(args) == 0
     assert "24 measured, 0 already there" in capsys.readouterr().out
     assert main(args) == 0  # rerun: everything is already there
@@ -31,27 +31,26 @@ def test_measure_fit_bench(tmp_path, capsys):
     assert len(read_dataset(data).records) == 24
 
     out = tmp_path / "pred.safetensors"
-    assert main(["latency", "fit", str(data), "--out", str(out), "--kind", "analytic", "--folds", "3"]) == 0
+    assert main(["latency", "fit", str(data), f"out={out}", "kind=analytic", "folds=3"]) == 0
     text = capsys.readouterr().out
     assert "analytic" in text and "saved" in text
     predictor = LatencyPredictor.load(out)
     assert predictor.kind == "analytic" and predictor.device["clock"] == "cpu" and predictor.reference_ms > 0
 
-    assert main(["latency", "bench", "1-32-64-2-32", "--warmup", "0", "--repeats", "1", "--clock", "cpu",
-                 "--json"]) == 0
+    assert main(["latency", "bench", "1-32-64-2-32", "warmup=0", "repeats=1", "clock=cpu", "as_json=true"]) == 0
     records = json.loads(capsys.readouterr().out)
     assert [r["arch"] for r in records] == ["1-32-64-2-32", "12-768-3072-12-768"]
     assert records[1]["is_reference"] and records[0]["median_ms"] < records[1]["median_ms"]
 
     # a predictor measured at other settings is refused before anything is timed
-    assert main(["latency", "bench", "1-32-64-2-32", "--predictor", str(out), "--threads", "2"]) == 2
+    assert main(["latency", "bench", "1-32-64-2-32", f"predictor={out}", "threads=2"]) == 2
     assert "other settings" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [
     (["latency", "bench", "1-32-64"], "3 field"),
-    (["latency", "measure", "--space", "nope", "--n", "3", "--out", "x.jsonl"], "unknown search space"),
-    (["latency", "fit", "missing.jsonl", "--out", "p.json"], "does not exist"),
+    (["latency", "measure", "space=nope", "n=3", "out=x.jsonl"], "unknown search space"),
+    (["latency", "fit", "missing.jsonl", "out=p.json"], "does not exist"),
 ])
 def test_errors_are_user_errors(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)

@@ -27,7 +27,7 @@ def tiny_config(root):
         "data": {"corpus": [str(root / "data" / "corpus.txt")], "downstream": str(root / "data"),
                  "tokenizer_vocab_size": 300, "max_seq_length": 32, "val_max_sequences": 64,
                  "cache_dir": str(root / "cache")},
-        "supernet": {"space": SPACE, "batch_size": 8, "archs_per_step": 2, "lr": 2e-3, "max_steps": 6,
+        "supernet": {"space": SPACE, "batch_size": 8, "archs_per_step": 2, "learning_rate": 2e-3, "max_steps": 6,
                      "eval_every": 6, "eval_sequences": 16, "checkpoint_every": 3, "threads": 1},
         "latency": {"archs": 20, "warmup": 1, "repeats": 2, "seq_len": 32, "clock": "cpu", "baseline_head_size": 16},
         "predictor": {"kind": "analytic", "folds": 3},
@@ -161,6 +161,12 @@ def test_end_to_end_rerun_change_and_resume(demo_root, monkeypatch):
     assert d["finetune"] == "resuming" and d["further-train"] == "done"
     first = json.loads((run_dir / "finetune" / "searched-" f"{speedup}x" / "suite.json").read_text())
     assert first["tasks"]["docpair"]["resumed"] is True  # the model finished before the kill is read back
+
+    # another seed: every stage that draws from it re-runs, and everything after them; the corpus stays
+    lines.clear()
+    run({**config, "seed": 1}, lines)
+    d = decisions(lines)
+    assert d["tokenize"] == "done" and [d[s] for s in stages[1:]] == ["re-running"] * (len(stages) - 1)
 
 
 def test_a_kill_mid_training_resumes_to_the_uninterrupted_result(demo_root, tmp_path, monkeypatch):
@@ -315,7 +321,7 @@ def test_fast_needs_rule_archs_in_the_space(demo_root, tmp_path):
     with pytest.raises(ConfigError, match="search.fast adds a fast-rule search"):
         PipelineConfig.load(config, ["search.method=fast"])
     config["search"]["fast"] = False
-    assert PipelineConfig.load(config, ["search.method=fast"]).raw["search"]["method"] == "fast"
+    assert PipelineConfig.load(config, ["search.method=fast"]).search.method == "fast"
 
 
 def test_cli_reports_config_errors(demo_root, tmp_path, capsys):
@@ -342,7 +348,7 @@ def test_shipped_configs_parse(demo_root, name):
     if "kd" in name:
         overrides += [f"supernet.teacher={data}", f"further_train.teacher={data}"]
     config = PipelineConfig.load(path, overrides)
-    assert config.raw["supernet"]["space"] == name.split("-")[1] if name.startswith("paper") else name
+    assert config.supernet.space == name.split("-")[1] if name.startswith("paper") else name
     with pytest.raises(ConfigError, match="data.corpus"):
         PipelineConfig.load(path, ["data.corpus=/no/such/corpus"])
 
@@ -354,7 +360,7 @@ def test_demo_command_runs_the_packaged_config(tmp_path, capsys):
               "latency.warmup=1", "search.population=4", "search.generations=1", "search.window=[0.3,3.0]",
               "further_train.max_steps=2", "further_train.eval_every=2", "finetune.config.epochs=1",
               "finetune.config.max_train_examples=64", "finetune.config.max_eval_examples=32", "progress=false"]
-    assert main(["demo", "--out", str(out), *shrink]) == 0
+    assert main(["demo", f"out={out}", *shrink]) == 0
     printed = capsys.readouterr().out
     assert "searched-160x" in printed and "conventional-220x" in printed and "from_pretrained(" in printed
     assert (out / "data" / "docpair" / "train.tsv").is_file() and (out / "report.md").is_file()

@@ -5,25 +5,35 @@ import json
 
 import pytest
 
-from autotinybert.pipeline.overrides import ConfigError, apply_overrides
-from autotinybert.pipeline.stages import StageRunner
+from autotinybert.config import Config
+from autotinybert.config import ConfigError, apply_overrides
+from autotinybert.pipeline.config import PipelineConfig
+from autotinybert.pipeline.stages import StageInputs, StageRunner
+
+
+class Knobs(StageInputs):
+    values: dict[str, int] = {}
+
+
+class Value(Config):
+    value: str
 
 
 def make_stage(calls, name, fail=False):
-    def fn(stage_dir, resume):
+    def fn(inputs, stage_dir, resume):
         calls.append((name, resume))
         (stage_dir / "partial.txt").write_text("x")
         if fail:
             raise KeyboardInterrupt  # a kill mid-stage
-        return {"value": name}
+        return Value(value=name)
     return fn
 
 
 def run_all(run_dir, configs, calls, fail_at=None):
     runner = StageRunner(run_dir, log=lambda line: None)
-    runner.run("a", configs["a"], make_stage(calls, "a", fail_at == "a"))
-    runner.run("b", configs["b"], make_stage(calls, "b", fail_at == "b"), upstream=("a",))
-    runner.run("c", configs["c"], make_stage(calls, "c", fail_at == "c"), upstream=("b",))
+    for name, upstream in (("a", ()), ("b", ("a",)), ("c", ("b",))):
+        runner.run(name, Knobs(values=configs[name]), make_stage(calls, name, fail_at == name), Value,
+                   upstream=upstream)
     return runner
 
 
@@ -41,14 +51,15 @@ def test_skip_resume_and_invalidation(tmp_path):
     assert runner.results["a"].skipped and runner.results["b"].resumed
 
     calls.clear()
-    run_all(tmp_path, configs, calls)
+    runner = run_all(tmp_path, configs, calls)
     assert calls == []  # everything done
+    assert runner.results["c"].outputs == Value(value="c")  # read back from DONE.json as the outputs type
 
     calls.clear()
     configs["b"] = {"y": 5}
     run_all(tmp_path, configs, calls)
     assert calls == [("b", False), ("c", False)]  # b changed: b and c re-run, a untouched
-    assert json.loads((tmp_path / "b" / "config.json").read_text())["config"] == {"y": 5}
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["config"] == {"values": {"y": 5}}
 
 
 def test_a_stage_that_ran_again_invalidates_what_read_it(tmp_path):
@@ -76,16 +87,16 @@ def test_changed_config_of_an_interrupted_stage_starts_over(tmp_path):
 
 
 def test_overrides():
-    defaults = {"search": {"population": 25, "targets": [4]}, "seed": 0}
-    out = apply_overrides(defaults, ["search.population=10", "seed=3", "search.targets=[4, 10]"], defaults)
-    assert out == {"search": {"population": 10, "targets": [4, 10]}, "seed": 3}
-    assert defaults["search"]["population"] == 25
+    data = {"search": {"population": 25, "speedups": [4]}, "seed": 0}
+    out = apply_overrides(PipelineConfig, data, ["search.population=10", "seed=3", "search.speedups=[4, 10]"])
+    assert out == {"search": {"population": 10, "speedups": [4, 10]}, "seed": 3}
+    assert data["search"]["population"] == 25
     with pytest.raises(ConfigError, match="unknown key 'search.populaton'"):
-        apply_overrides(defaults, ["search.populaton=3"], defaults)
-    with pytest.raises(ConfigError, match="must look like key.sub=value"):
-        apply_overrides(defaults, ["seed"], defaults)
+        apply_overrides(PipelineConfig, data, ["search.populaton=3"])
+    with pytest.raises(ConfigError, match="must look like key=value"):
+        apply_overrides(PipelineConfig, data, ["seed"])
     with pytest.raises(ConfigError, match="not valid YAML"):
-        apply_overrides(defaults, ["seed=[1"], defaults)
+        apply_overrides(PipelineConfig, data, ["seed=[1"])
 
 
 def test_demo_docstring_data(tmp_path):

@@ -69,11 +69,11 @@ def test_rank_eval_cli(tmp_path, capsys):
     archs = ["1-128-256-2-128", "2-128-256-2-128", "3-128-256-2-128", "4-128-256-2-128"]
     a.write_text("".join(json.dumps({"arch": x, "fitness": f}) + "\n" for x, f in zip(archs, [1, 2, 3, 4])))
     b.write_text("".join(json.dumps({"arch": x, "scores": {"SST-2": f}}) + "\n" for x, f in zip(archs, [2, 1, 3, 4])))
-    assert cli_main(["rank-eval", str(a), str(b), "--key-b", "SST-2", "--json"]) == 0
+    assert cli_main(["rank-eval", str(a), str(b), "key_b=SST-2", "as_json=true"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n"] == 4 and out["pairwise_accuracy"] == pytest.approx(5 / 6)
     assert out["kendall_tau"] == pytest.approx(4 / 6)
-    assert cli_main(["rank-eval", str(a), str(b), "--key-b", "SST-2"]) == 0
+    assert cli_main(["rank-eval", str(a), str(b), "key_b=SST-2"]) == 0
     assert "pairwise acc.    0.8333" in capsys.readouterr().out
     assert cli_main(["rank-eval", str(a), str(tmp_path / "missing.jsonl")]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -85,8 +85,8 @@ def test_search_cli_with_a_yaml_config_and_overrides(tmp_path, capsys):
     config.write_text("space: cpu-mlm\nspeedup: 60\npopulation: 6\ngenerations: 2\nseed: 1\n"
                       f"predictor: {PREDICTOR}\nevaluator: test_search_cli:score\n")
     out = tmp_path / "run"
-    code = cli_main(["search", "--config", str(config), "--population", "5", "--out", str(out), "--no-progress",
-                     "--method", "random"])
+    code = cli_main(["search", "--config", str(config), "population=5", f"out={out}", "progress=false",
+                     "method=random"])
     assert code == 0, capsys.readouterr().err
     text = capsys.readouterr().out
     assert "random search: target" in text and "top 3:" in text
@@ -99,8 +99,8 @@ def test_search_cli_with_a_yaml_config_and_overrides(tmp_path, capsys):
 
 def test_search_cli_fast_method(tmp_path, capsys):
     out = tmp_path / "fast"
-    code = cli_main(["search", "--space", "mlm", "--predictor", PREDICTOR, "--speedup", "10", "--method", "fast",
-                     "--evaluator", "test_search_cli:score", "--out", str(out), "--no-progress", "--no-plot"])
+    code = cli_main(["search", "space=mlm", f"predictor={PREDICTOR}", "speedup=10", "method=fast",
+                     "evaluator=test_search_cli:score", f"out={out}", "progress=false", "plot=false"])
     assert code == 0, capsys.readouterr().err
     rows = [json.loads(line) for line in (out / "candidates.jsonl").read_text().splitlines()]
     assert sorted(Arch.parse(r["arch"]).layers for r in rows) == list(range(2, 9))  # 1 layer cannot reach 10x
@@ -108,17 +108,18 @@ def test_search_cli_fast_method(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,words", [
-    (["--speedup", "2", "--latency-ms", "3"], "not allowed with argument"),
-    (["--speedup", "1.2"], "out of reach"),
-    (["--speedup", "10", "--evaluator", "loss"], "needs a supernet folder"),
-    (["--speedup", "10", "--evaluator", "finetune", "--supernet", "x", "--data", "y"], "needs tasks"),
-    (["--speedup", "10", "--evaluator", "nomodule_xyz:f"], "cannot import"),
-    (["--speedup", "10", "--window", "1.2", "0.9"], "above high factor"),
-    (["--speedup", "10", "--population", "0"], "population must be a positive integer"),
+    (["speedup=2", "latency_ms=3"], "exactly one latency target"),
+    (["speedup=1.2"], "out of reach"),
+    (["speedup=10", "evaluator=loss"], "needs a supernet folder"),
+    (["speedup=10", "evaluator=finetune", "supernet=x", "data=y"], "needs tasks"),
+    (["speedup=10", "evaluator=nomodule_xyz:f"], "cannot import"),
+    (["speedup=10", "window=[1.2,0.9]"], "0 < low < high"),
+    (["speedup=10", "population=0"], "population: input should be greater than 0"),
+    (["speedup=10", "--population", "3"], "written key=value"),
 ])
 def test_search_cli_errors(tmp_path, capsys, argv, words):
-    base = ["search", "--space", "cpu-mlm", "--predictor", PREDICTOR, "--evaluator", "test_search_cli:score",
-            "--out", str(tmp_path / "x"), "--no-progress"]
+    base = ["search", "space=cpu-mlm", f"predictor={PREDICTOR}", "evaluator=test_search_cli:score",
+            f"out={tmp_path / 'x'}", "progress=false"]
     try:
         code = cli_main(base + argv)
     except SystemExit as exit:  # argparse's own errors
@@ -145,9 +146,9 @@ def test_search_cli_loads_a_real_latency_predictor_file(tmp_path, capsys):
     predictor = latency.fit_predictor(records, kind="analytic")
     file = predictor.save(tmp_path / "predictor.json")
     out = tmp_path / "run"
-    code = cli_main(["search", "--space", "cpu-mlm", "--predictor", str(file), "--speedup", "25",
-                     "--evaluator", "test_search_cli:score", "--population", "4", "--generations", "2",
-                     "--out", str(out), "--no-progress", "--no-plot"])
+    code = cli_main(["search", "space=cpu-mlm", f"predictor={file}", "speedup=25",
+                     "evaluator=test_search_cli:score", "population=4", "generations=2",
+                     f"out={out}", "progress=false", "plot=false"])
     assert code == 0, capsys.readouterr().err
     loaded = latency.LatencyPredictor.load(file)
     rows = [json.loads(line) for line in (out / "candidates.jsonl").read_text().splitlines()]
@@ -156,6 +157,6 @@ def test_search_cli_loads_a_real_latency_predictor_file(tmp_path, capsys):
     for row in rows:
         assert row["latency_ms"] == pytest.approx(loaded.predict(Arch.parse(row["arch"])))
         assert 0.85 * target <= row["latency_ms"] <= 1.1 * target
-    assert cli_main(["search", "--space", "cpu-mlm", "--predictor", str(tmp_path / "nope.json"), "--speedup", "25",
-                     "--evaluator", "test_search_cli:score", "--out", str(tmp_path / "x")]) == 2
+    assert cli_main(["search", "space=cpu-mlm", f"predictor={tmp_path / 'nope.json'}", "speedup=25",
+                     "evaluator=test_search_cli:score", f"out={tmp_path / 'x'}"]) == 2
     assert "does not exist" in capsys.readouterr().err

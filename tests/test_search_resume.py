@@ -142,10 +142,10 @@ def score(arch: Arch) -> dict:
 def _cli(tmp_path: Path, out: Path, *extra: str, sleep: float = 0.0, launcher=(sys.executable, "-m")):
     (tmp_path / "stub_eval.py").write_text(textwrap.dedent(STUB.format(sleep=sleep)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]), "OMP_NUM_THREADS": "1"}
-    args = [*launcher, "autotinybert", "search", "--space", "cpu-mlm", "--speedup", "60", "--generations", "4",
-            "--population", "12", "--seed", "11", "--no-plot", "--no-progress",
-            "--predictor", "autotinybert.search.target:FlopsLatencyModel", "--evaluator", "stub_eval:score",
-            "--out", str(out), *extra]
+    args = [*launcher, "autotinybert", "search", "space=cpu-mlm", "speedup=60", "generations=4",
+            "population=12", "seed=11", "plot=false", "progress=false",
+            "predictor=autotinybert.search.target:FlopsLatencyModel", "evaluator=stub_eval:score",
+            f"out={out}", *extra]
     return args, env
 
 
@@ -165,7 +165,7 @@ def test_cli_resume_after_sigkill_equals_the_uninterrupted_run(tmp_path, uninter
     killed_at = len(CandidateLog(log).read())
     assert 17 <= killed_at < 48
 
-    args, env = _cli(tmp_path, out, "--resume")
+    args, env = _cli(tmp_path, out, "resume=true")
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     assert f"({killed_at} from the earlier run, {48 - killed_at} evaluated now)" in done.stdout
@@ -175,7 +175,7 @@ def test_cli_resume_after_sigkill_equals_the_uninterrupted_run(tmp_path, uninter
     # without --resume the folder is refused, and the error says what to do
     args, env = _cli(tmp_path, out)
     refused = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 2 and "pass --resume" in refused.stderr
+    assert refused.returncode == 2 and "pass resume=true" in refused.stderr
 
 
 def test_torchrun_ranks_give_the_same_files(tmp_path, uninterrupted):

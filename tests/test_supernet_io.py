@@ -201,19 +201,19 @@ def test_cli_space_and_extract(tmp_path, supernet_dir, capsys):
     assert "unknown search space preset 'nope'" in capsys.readouterr().err
 
     out = tmp_path / "extracted"
-    assert cli_main(["extract", "--supernet", str(supernet_dir), "--arch", "2-24-40-4-16", "--out", str(out)]) == 0
+    assert cli_main(["extract", f"supernet={supernet_dir}", "arch=2-24-40-4-16", f"out={out}"]) == 0
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= set(os.listdir(out))
     assert AutoModelForMaskedLM.from_pretrained(out).config.arch == Arch.parse("2-24-40-4-16")
 
-    assert cli_main(["extract", "--supernet", str(supernet_dir), "--arch", "2-24-40-4", "--out",
-                     str(tmp_path / "x")]) == 2
+    assert cli_main(["extract", f"supernet={supernet_dir}", "arch=2-24-40-4",
+                     f"out={tmp_path / 'x'}"]) == 2
     assert "has 4 field(s)" in capsys.readouterr().err
-    assert cli_main(["extract", "--supernet", str(supernet_dir), "--arch", "2-24-40-4-20", "--out",
-                     str(out)]) == 2
+    assert cli_main(["extract", f"supernet={supernet_dir}", "arch=2-24-40-4-20",
+                     f"out={out}"]) == 2
     assert "not empty" in capsys.readouterr().err
     # 22 is inside the supernet's max arch but off the space's grid (step 4): refused unless asked for
-    assert cli_main(["extract", "--supernet", str(supernet_dir), "--arch", "2-22-40-4-16", "--out",
-                     str(tmp_path / "y")]) == 2
+    assert cli_main(["extract", f"supernet={supernet_dir}", "arch=2-22-40-4-16",
+                     f"out={tmp_path / 'y'}"]) == 2
     assert "hidden=22 is not in 16..40 step 4" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 

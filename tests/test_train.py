@@ -40,7 +40,7 @@ def root(tmp_path_factory) -> Path:
 def base_config(root: Path, out: str, **kw) -> dict:
     return {"out": str(root / out), "corpus": [str(root / "corpus.txt")], "tokenizer_vocab_size": 100,
             "max_seq_length": 24, "cache_dir": str(root / "cache"), "space": SPACE, "batch_size": 8,
-            "archs_per_step": 2, "max_steps": 6, "lr": 3e-3, "val_fraction": 0.1, "val_max_sequences": 16,
+            "archs_per_step": 2, "max_steps": 6, "learning_rate": 3e-3, "val_fraction": 0.1, "val_max_sequences": 16,
             "eval_every": 3, "eval_sequences": 8, "checkpoint_every": 2, "threads": 1, "progress": False,
             "device": "cpu", **kw}
 
@@ -113,8 +113,8 @@ def test_stop_then_resume_gives_the_same_losses_and_weights(root, trained):
 
 
 def test_a_checkpoint_from_another_config_is_refused(root, trained):
-    with pytest.raises(CheckpointError, match="lr"):
-        train_supernet(base_config(root, "full", lr=1e-3, resume=True))
+    with pytest.raises(CheckpointError, match="learning_rate"):
+        train_supernet(base_config(root, "full", learning_rate=1e-3, resume=True))
     with pytest.raises(CheckpointError, match="workers"):  # same keys, but 2 Algorithm-1 workers instead of 1
         train_supernet(base_config(root, "full", workers=2, resume=True))
     other_space = {**SPACE, "layers": [1, 3]}
@@ -127,18 +127,18 @@ def test_a_checkpoint_from_another_config_is_refused(root, trained):
 def test_two_process_torchrun_equals_one_process_playing_both_workers(root, tmp_path):
     space_file = tmp_path / "space.yaml"
     space_file.write_text(json.dumps(SPACE))  # JSON is YAML
-    common = ["--corpus", str(root / "corpus.txt"), "--tokenizer-vocab-size", "100", "--max-seq-length", "24",
-              "--cache-dir", str(root / "cache"), "--space", str(space_file), "--batch-size", "8", "--workers", "2",
-              "--archs-per-step", "2", "--max-steps", "3", "--lr", "3e-3", "--no-progress", "--threads", "1",
-              "--eval-every", "100", "--checkpoint-every", "100", "--device", "cpu"]
+    common = [f"corpus={root / 'corpus.txt'}", "tokenizer_vocab_size=100", "max_seq_length=24",
+              f"cache_dir={root / 'cache'}", f"space={space_file}", "batch_size=8", "workers=2",
+              "archs_per_step=2", "max_steps=3", "learning_rate=3e-3", "progress=false", "threads=1",
+              "eval_every=100", "checkpoint_every=100", "device=cpu"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                           "--master_port", str(29500 + os.getpid() % 1000), "-m", "autotinybert",
-                          "train-supernet", *common, "--out", str(tmp_path / "two")],
+                          "train-supernet", *common, f"out={tmp_path / 'two'}"],
                          env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, "-m", "autotinybert", "train-supernet", *common, "--out",
-                          str(tmp_path / "one")], env=env, capture_output=True, text=True, timeout=300)
+    one = subprocess.run([sys.executable, "-m", "autotinybert", "train-supernet", *common,
+                          f"out={tmp_path / 'one'}"], env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
     a, b = load_file(str(tmp_path / "one" / "model.safetensors")), load_file(str(tmp_path / "two" / "model.safetensors"))
     start = SuperBertForMaskedLM.from_pretrained(tmp_path / "one")  # sanity: training moved the weights
@@ -248,22 +248,22 @@ def test_config_errors_name_the_problem(root, tmp_path):
         train_supernet(base_config(root, "e1", batch_size=6, workers=4))
     with pytest.raises(UserError, match="does not exist"):
         train_supernet(base_config(root, "e2", corpus=[str(tmp_path / "missing.txt")]))
-    example = TrainSupernetConfig.from_yaml(REPO / "configs" / "train-supernet.yaml", out="x", corpus=["y"])
+    example = TrainSupernetConfig.load(REPO / "configs" / "train-supernet.yaml", values={"out": "x", "corpus": ["y"]})
     assert example.space == "cpu-mlm" and example.out == "x"
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("batch_size: 4\nnot_a_key: 1\n")
     with pytest.raises(TrainConfigError, match="not_a_key"):
-        TrainSupernetConfig.from_yaml(yaml_file)
+        TrainSupernetConfig.load(yaml_file)
 
 
 def test_cli_reports_errors_with_exit_code_2(root, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-m", "autotinybert", "train-supernet", "--out", str(tmp_path / "o"),
-                             "--corpus", str(tmp_path / "missing")], env=env, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "autotinybert", "train-supernet", f"out={tmp_path / 'o'}",
+                             f"corpus={tmp_path / 'missing'}"], env=env, capture_output=True, text=True)
     assert result.returncode == 2 and "error:" in result.stderr and "does not exist" in result.stderr
-    command = [sys.executable, "-m", "autotinybert", "prepare-corpus", "--corpus", str(root / "corpus.txt"),
-               "--tokenizer-vocab-size", "100", "--max-seq-length", "24", "--cache-dir", str(tmp_path / "cache"),
-               "--val-fraction", "0.1", "--val-max-sequences", "16"]
+    command = [sys.executable, "-m", "autotinybert", "prepare-corpus", f"corpus={root / 'corpus.txt'}",
+               "tokenizer_vocab_size=100", "max_seq_length=24", f"cache_dir={tmp_path / 'cache'}",
+               "val_fraction=0.1", "val_max_sequences=16"]
     first, second = (subprocess.run(command, env=env, capture_output=True, text=True) for _ in range(2))
     assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
     assert json.loads(first.stdout)["reused"] is False and json.loads(second.stdout)["reused"] is True

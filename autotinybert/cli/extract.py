@@ -2,42 +2,53 @@
 
 from __future__ import annotations
 
-ORDER = 20
+from typing import Literal
+
+from ..config import Config, PathStr, path_field
+from . import Command
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "extract", help="extract a sub-model from a supernet into a save_pretrained folder",
-        description="Slice ARCH out of a supernet folder and write config.json + model.safetensors (+ tokenizer "
-                    "files when the supernet folder has them). Load it with transformers' AutoModel* after "
-                    "`import autotinybert`, or with plain transformers when written with --plain-bert.")
-    p.add_argument("--supernet", required=True, help="supernet folder (config.json + model.safetensors)")
-    p.add_argument("--arch", required=True, help="L-dm-df-h-dqkv, e.g. 5-564-1054-8-512")
-    p.add_argument("--out", required=True, help="output folder (must be new or empty unless --overwrite)")
-    p.add_argument("--head", default="mlm", choices=["mlm", "base"], help="model class to write (default: mlm)")
-    p.add_argument("--plain-bert", action="store_true",
-                   help="write model_type 'bert' (stock BertModel/BertForMaskedLM); needs qkv == hidden")
-    p.add_argument("--allow-outside-space", action="store_true",
-                   help="accept an arch that fits the supernet but is not on the search space's grid")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty --out folder")
-    p.set_defaults(func=run)
+class ExtractConfig(Config):
+    """Slice `arch` out of a supernet folder and write config.json + model.safetensors (+ the tokenizer files when
+    the supernet folder has them). Load it with transformers' AutoModel* after `import autotinybert`, or with plain
+    transformers when written with plain_bert=true."""
+
+    supernet: PathStr = path_field("", min_length=1)
+    """Supernet folder (config.json + model.safetensors)."""
+    arch: str = ""
+    """L-dm-df-h-dqkv, e.g. 5-564-1054-8-512."""
+    out: PathStr = path_field("", min_length=1)
+    """Output folder (new or empty unless overwrite=true)."""
+    head: Literal["mlm", "base"] = "mlm"
+    """Model class to write."""
+    plain_bert: bool = False
+    """Write model_type 'bert' (stock BertModel/BertForMaskedLM); needs qkv == hidden."""
+    allow_outside_space: bool = False
+    """Accept an arch that fits the supernet but is not on the search space's grid."""
+    overwrite: bool = False
+    """Replace an existing, non-empty out folder."""
 
 
-def run(args) -> int:
+def run(config: ExtractConfig) -> int:
     from ..arch import Arch
     from ..extract import extract, save_extracted, to_plain_bert
     from ..io import TOKENIZER_FILES
     from ..supernet import SuperBertForMaskedLM
 
-    arch = Arch.parse(args.arch)
-    supernet = SuperBertForMaskedLM.from_pretrained(args.supernet)
-    if not args.allow_outside_space:
+    arch = Arch.parse(config.arch)
+    supernet = SuperBertForMaskedLM.from_pretrained(config.supernet)
+    if not config.allow_outside_space:
         supernet.space.check(arch)
-    model = extract(supernet, arch, head=args.head)
-    if args.plain_bert:
+    model = extract(supernet, arch, head=config.head)
+    if config.plain_bert:
         model = to_plain_bert(model)
-    out = save_extracted(model, args.out, tokenizer_dir=args.supernet, overwrite=args.overwrite)
+    out = save_extracted(model, config.out, tokenizer_dir=config.supernet, overwrite=config.overwrite)
     has_tokenizer = any((out / name).exists() for name in TOKENIZER_FILES)
     print(f"wrote {arch} ({sum(p.numel() for p in model.parameters()):,} parameters) to {out}"
           f"{'' if has_tokenizer else ' (no tokenizer files in the supernet folder)'}")
     return 0
+
+
+COMMANDS = [Command("extract", "extract a sub-model from a supernet into a save_pretrained folder",
+                    f"{__name__}:ExtractConfig", run,
+                    examples=("autotinybert extract supernet=runs/supernet arch=3-256-512-4-256 out=runs/best",))]

@@ -1,41 +1,46 @@
-"""`autotinybert space NAME`: print a search space, its max arch and its size."""
+"""`autotinybert space [NAME]`: print a search space, its max arch and its size."""
 
 from __future__ import annotations
 
 import json
 
-ORDER = 10
+from ..config import Config, Field, positional_field
+from . import Command
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("space", help="print a search space (preset name or YAML file)",
-                              description="Print a search space: per-dimension grids, the max arch and the exact size.")
-    p.add_argument("name", nargs="?", help="preset name (see --list) or a YAML file")
-    p.add_argument("--list", action="store_true", help="list the presets")
-    p.add_argument("--json", action="store_true", help="print the space as JSON")
-    p.add_argument("--sample", type=int, default=0, metavar="N", help="also print N archs drawn with --seed")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=run)
+class SpaceCommandConfig(Config):
+    """Print a search space: per-dimension grids, the max arch and the exact size (no NAME: list the presets)."""
+
+    name: str | None = positional_field(None)
+    """Preset name (mlm, kd, cpu-mlm, cpu-kd) or a YAML file; none lists the presets."""
+    as_json: bool = False
+    """Print the space as JSON."""
+    sample: int = Field(0, ge=0)
+    """Also print this many archs drawn with `seed`."""
+    seed: int = Field(0, ge=0)
+    """Seed of the sampled archs."""
 
 
-def run(args) -> int:
+def run(config: SpaceCommandConfig) -> int:
     import numpy as np
 
-    from ..space import SearchSpace, SpaceError
+    from ..space import SearchSpace
 
-    if args.list or args.name is None:
+    if config.name is None:
         for name in SearchSpace.presets():
             space = SearchSpace.preset(name)
             print(f"{name:<10} {space.attention:<6} max {space.max_arch}  size {space.size():,}")
         return 0
-    space = SearchSpace.load(args.name)
-    if args.sample < 0:
-        raise SpaceError("--sample must be >= 0")
-    if args.json:
+    space = SearchSpace.load(config.name)
+    if config.as_json:
         print(json.dumps({**space.to_dict(), "max_arch": str(space.max_arch), "size": space.size()}, indent=2))
     else:
         print(space.describe())
-    rng = np.random.default_rng(args.seed)
-    for _ in range(args.sample):
+    rng = np.random.default_rng(config.seed)
+    for _ in range(config.sample):
         print(space.sample(rng))
     return 0
+
+
+COMMANDS = [Command("space", "print a search space (preset name or YAML file)", f"{__name__}:SpaceCommandConfig",
+                    run, examples=("autotinybert space", "autotinybert space cpu-kd sample=3 seed=1"))]

@@ -41,7 +41,7 @@ def list_corpus_files(paths: str | Path | list[str | Path]) -> list[CorpusFile]:
     if isinstance(paths, (str, Path)):
         paths = [paths]
     if not paths:
-        raise CorpusError("no corpus given: pass one or more text files or folders (--corpus PATH ...)")
+        raise CorpusError("no corpus given: pass one or more text files or folders (corpus=PATH or corpus=[A,B])")
     files: list[Path] = []
     for raw in paths:
         path = Path(raw).expanduser()

@@ -27,7 +27,7 @@ def load_tokenizer(name_or_path: str | Path):
     text = str(name_or_path)
     if (text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1) and not Path(text).expanduser().exists():
         raise TokenizerError(f"tokenizer folder {text} does not exist; pass a folder with tokenizer.json / vocab.txt, "
-                             "or leave --tokenizer out to train a WordPiece vocabulary on the corpus")
+                             "or leave tokenizer unset to train a WordPiece vocabulary on the corpus")
 
     # A supernet folder's config.json has a model_type transformers does not know; AutoTokenizer then warns
     # while it falls back to tokenizer_config.json. The tokenizer files are what count here.
@@ -37,7 +37,7 @@ def load_tokenizer(name_or_path: str | Path):
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
     except (OSError, ValueError) as err:
         raise TokenizerError(f"cannot load tokenizer {name_or_path!s}: {err}. Pass a folder with tokenizer.json / "
-                             "vocab.txt (e.g. a BERT model folder), or leave --tokenizer out to train one") from None
+                             "vocab.txt (e.g. a BERT model folder), or leave tokenizer unset to train one") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     if getattr(tokenizer, "backend_tokenizer", None) is None:

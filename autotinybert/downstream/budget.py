@@ -76,10 +76,10 @@ def score_supernet_arch(supernet, arch, tasks, data_dir: str | Path, tokenizer, 
     `supernet`: a `SuperBertForMaskedLM`; `arch`: an `Arch` or its string; `tasks`: names or ``"squad,mnli"``;
     `tokenizer`: a tokenizer folder or a loaded HF tokenizer. The supernet is not modified.
     """
-    import torch
-
     from ..extract import extract
-    from .train import _head_config, finetune
+    from ..seeding import forked_global_rng
+    from .model import head_config
+    from .train import finetune
 
     budget = budget or Budget()
     specs = parse_tasks(tasks)
@@ -92,8 +92,8 @@ def score_supernet_arch(supernet, arch, tasks, data_dir: str | Path, tokenizer, 
     scores = {}
     for spec in specs:
         head = "question-answering" if spec.kind == "span" else "sequence-classification"
-        with torch.random.fork_rng(devices=[]):  # extract's throw-away head init must not move the caller's RNG
-            model = extract(supernet, arch, head=head, **_head_config(spec))
+        with forked_global_rng():  # extract's throw-away head init must not move the caller's RNG
+            model = extract(supernet, arch, head=head, **head_config(spec))
         fresh = {k for k in model.state_dict() if k not in supernet_keys}  # pooler and task head
         result = finetune(model, spec, data_dir, None, configs[spec.name], tokenizer=tok, new_weights=fresh)
         scores[spec.name] = result.best_score

@@ -43,7 +43,7 @@ def load_tokenizer(tokenizer):
     try:
         tok = AutoTokenizer.from_pretrained(str(tokenizer))
     except (OSError, ValueError) as err:
-        raise UserError(f"cannot load a tokenizer from {tokenizer}: {err}. Point --model (or tokenizer=) at a "
+        raise UserError(f"cannot load a tokenizer from {tokenizer}: {err}. Point model= (or tokenizer=) at a "
                         "folder with tokenizer.json / vocab.txt") from None
     return tok
 

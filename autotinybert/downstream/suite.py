@@ -98,7 +98,7 @@ def evaluate_suite(model_dir: str | Path, tasks, data_dir: str | Path, out_dir: 
     unknown = sorted(set(task_configs) - {s.name for s in specs})
     if unknown:
         raise UserError(f"task_configs names task(s) {unknown} that are not in this suite ({[s.name for s in specs]})")
-    configs = {s.name: base.override(**task_configs.get(s.name, {})) for s in specs}
+    configs = {s.name: base.replace(**task_configs.get(s.name, {})) for s in specs}
     # Read every task's data now, so a missing file fails before hours of training.
     datas = {s.name: load_task(s, data_dir, squad_article_split=configs[s.name].squad_article_split,
                                split_seed=configs[s.name].split_seed) for s in specs}

@@ -11,21 +11,23 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..errors import UserError
+from ..runtime import resolve_device, torch_threads
+from ..seeding import batch_order_rng, forked_global_rng
+from ..train.optim import adamw, linear_warmup_decay, warmup_steps
 from .config import FinetuneConfig
 from .data import TaskData, load_task
-from .features import Encoded, bucketed_batches, collate, encode_pairs, eval_batches, load_tokenizer
-from .metrics import glue_metrics, squad_metrics
-from .squad import SquadFeatures, build_features, decode_spans
+from .evaluate import evaluate_prepared
+from .features import bucketed_batches, load_tokenizer
+from .model import describe_model, load_model
+from .prepare import Prepared, batch_tensors, prepare
 from .tasks import TaskSpec, get_task
 
 
@@ -65,258 +67,60 @@ class FinetuneResult:
         return asdict(self)
 
 
-# ---------------------------------------------------------------- model loading
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available; use device 'cpu' or 'auto'")
-    return torch.device(name)
-
-
-def _head_config(spec: TaskSpec) -> dict[str, Any]:
-    if spec.kind == "span":
-        return {}
-    if spec.kind == "regression":
-        return {"num_labels": 1, "problem_type": "regression"}
-    labels = dict(enumerate(spec.labels))
-    return {"num_labels": len(labels), "id2label": labels, "label2id": {v: k for k, v in labels.items()},
-            "problem_type": "single_label_classification"}
-
-
-def init_new_weights(model: nn.Module, names: set[str], seed: int) -> None:
-    """Re-initialise freshly created parameters (task head, pooler) from an explicit generator, BERT-style.
-
-    Linear weights ~ N(0, initializer_range), biases 0; LayerNorm weight 1, bias 0. Makes runs reproducible
-    without touching torch's global RNG.
-    """
-    std = float(getattr(model.config, "initializer_range", 0.02))
-    gen = torch.Generator().manual_seed(int(seed) * 1000003 + 17)
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name in sorted(names):
-            p = params.get(name)
-            if p is None:
-                continue
-            if name.endswith("bias"):
-                p.zero_()
-            elif p.dim() == 1:   # LayerNorm weight
-                p.fill_(1.0)
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32).mul_(std).to(p.dtype))
-
-
-def load_model(source, spec: TaskSpec, seed: int, new_weights: set[str] | None = None):
-    """(model, info) for `spec`: a folder loaded with `AutoModelFor{SequenceClassification,QuestionAnswering}`,
-    or an already-built model (checked to have the right head). New parameters are seeded from `seed`."""
-    import autotinybert  # noqa: F401  (registers model_type "autotinybert" with the Auto classes)
-    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, PreTrainedModel
-
-    if isinstance(source, PreTrainedModel):
-        model = source
-        head = "qa_outputs" if spec.kind == "span" else "classifier"
-        if not hasattr(model, head) and not any(n.startswith(head) for n, _ in model.named_parameters()):
-            raise UserError(f"model {type(model).__name__} has no {head} head for {spec.name}; build it with "
-                            f"{'AutoModelForQuestionAnswering' if spec.kind == 'span' else 'AutoModelForSequenceClassification'}")
-        if spec.kind != "span" and model.config.num_labels != spec.num_labels:
-            raise UserError(f"model has {model.config.num_labels} labels, {spec.name} needs {spec.num_labels}")
-        if new_weights:
-            init_new_weights(model, new_weights, seed)
-        return model, {"source": type(model).__name__}
-    path = Path(source)
-    if not (path / "config.json").is_file():
-        raise UserError(f"model folder {path} has no config.json; pass a save_pretrained folder")
-    auto = AutoModelForQuestionAnswering if spec.kind == "span" else AutoModelForSequenceClassification
-    try:
-        model, info = auto.from_pretrained(str(path), output_loading_info=True, **_head_config(spec))
-    except (OSError, ValueError, KeyError) as err:
-        raise UserError(f"cannot load {path} with {auto.__name__}: {err}") from None
-    missing = set(info.get("missing_keys", ()))
-    init_new_weights(model, missing, seed)
-    return model, {"source": str(path), "new_parameters": sorted(missing)}
-
-
-def describe_model(model, source_info: dict[str, Any], source) -> dict[str, Any]:
-    """Class, arch (``L-dm-df-h-dqkv``), parameter count and latency if the folder records one."""
-    cfg = model.config
-    out = dict(source_info)
-    out["class"] = type(model).__name__
-    out["model_type"] = getattr(cfg, "model_type", None)
-    try:
-        out["arch"] = f"{cfg.num_hidden_layers}-{cfg.hidden_size}-{cfg.intermediate_size}-" \
-                      f"{cfg.num_attention_heads}-{getattr(cfg, 'qkv_size', None) or cfg.hidden_size}"
-    except AttributeError:
-        out["arch"] = None
-    out["parameters"] = int(sum(p.numel() for p in model.parameters()))
-    if isinstance(source, (str, Path)) and (Path(source) / "latency.json").is_file():
-        try:
-            out["latency"] = json.loads((Path(source) / "latency.json").read_text())
-        except json.JSONDecodeError:
-            out["latency"] = None
-    return out
-
-
-# ---------------------------------------------------------------- data preparation
-
 @dataclass
-class Prepared:
-    """Tokenized training data and dev splits, ready for batching."""
+class TrainOutcome:
+    """What the fine-tuning loop produced."""
 
-    train: Encoded | SquadFeatures
-    dev: dict[str, Encoded | SquadFeatures]
-    dev_examples: dict[str, tuple]
-    n_train: int
-
-
-def _subsample(items: tuple, limit: int | None, rng: np.random.Generator) -> tuple:
-    if limit is None or len(items) <= limit:
-        return items
-    keep = np.sort(rng.choice(len(items), size=limit, replace=False))
-    return tuple(items[i] for i in keep)
+    history: list[EvalRecord]
+    best_state: dict[str, torch.Tensor] | None  # weights at the best evaluation (only if cfg.save_model == "best")
+    steps: int
+    epochs: float  # steps / steps per epoch
+    examples_per_s: float  # training throughput (examples / training second)
 
 
-def prepare(spec: TaskSpec, data: TaskData, tokenizer, cfg: FinetuneConfig) -> Prepared:
-    # Train subset depends on split_seed (not seed) so that different seeds / candidates see the same examples.
-    train = _subsample(data.train, cfg.max_train_examples, np.random.default_rng([cfg.split_seed, 1]))
-    if not train:
-        raise UserError(f"{spec.name}: no training examples (train file missing or empty)")
-    dev_examples = {split: _subsample(ex, cfg.max_eval_examples, np.random.default_rng([cfg.split_seed, 2, i]))
-                    for i, (split, ex) in enumerate(data.dev.items())}
-    if spec.kind == "span":
-        kw = dict(max_seq_length=cfg.max_seq_length, doc_stride=cfg.doc_stride, max_query_length=cfg.max_query_length)
-        return Prepared(build_features(tokenizer, train, training=True, **kw),
-                        {s: build_features(tokenizer, ex, **kw) for s, ex in dev_examples.items()},
-                        dev_examples, len(train))
-    reg = spec.kind == "regression"
-    return Prepared(encode_pairs(tokenizer, train, cfg.max_seq_length, reg),
-                    {s: encode_pairs(tokenizer, ex, cfg.max_seq_length, reg) for s, ex in dev_examples.items()},
-                    dev_examples, len(train))
+class _Evaluations:
+    """The evaluation history, the training losses since the last evaluation, and the best weights if kept."""
 
+    def __init__(self, keep_best: bool):
+        self.history: list[EvalRecord] = []
+        self.losses: list[float] = []
+        self.best = -math.inf
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.keep_best = keep_best
 
-def _batch(data: Encoded | SquadFeatures, index: np.ndarray, pad_id: int, with_labels: bool,
-           device: torch.device) -> dict[str, torch.Tensor]:
-    if isinstance(data, SquadFeatures):
-        feats = [data.features[i] for i in index]
-        batch = collate([f.input_ids for f in feats], [f.token_type_ids for f in feats], pad_id)
-        if with_labels:
-            batch["start_positions"] = torch.tensor([f.start_position for f in feats])
-            batch["end_positions"] = torch.tensor([f.end_position for f in feats])
-    else:
-        batch = collate([data.input_ids[i] for i in index], [data.token_type_ids[i] for i in index], pad_id)
-        if with_labels:
-            batch["labels"] = torch.from_numpy(data.labels[index])
-    return {k: v.to(device) for k, v in batch.items()}
-
-
-@torch.inference_mode()
-def evaluate_prepared(model, spec: TaskSpec, prepared: Prepared, cfg: FinetuneConfig, pad_id: int,
-                      device: torch.device) -> dict[str, float]:
-    """Every metric of `spec` on the prepared dev split(s); MNLI adds ``matched_`` / ``mismatched_`` keys."""
-    was_training = model.training
-    model.eval()
-    per_split: dict[str, dict[str, float]] = {}
-    for split, data in prepared.dev.items():
-        examples = prepared.dev_examples[split]
-        if spec.kind == "span":
-            starts: list = [None] * len(data)
-            ends: list = [None] * len(data)
-            for index in eval_batches(data.lengths, cfg.eval_batch_size):
-                out = model(**_batch(data, index, pad_id, False, device))
-                for row, i in enumerate(index):
-                    n = len(data.features[i].input_ids)
-                    starts[i] = out.start_logits[row, :n].float().cpu().numpy()
-                    ends[i] = out.end_logits[row, :n].float().cpu().numpy()
-            preds = decode_spans(examples, data, starts, ends, cfg.n_best, cfg.max_answer_length)
-            per_split[split] = squad_metrics(preds, {e.qid: e.answers for e in examples})
-        else:
-            logits = np.zeros((len(data), spec.num_labels), dtype=np.float32)
-            for index in eval_batches(data.lengths, cfg.eval_batch_size):
-                logits[index] = model(**_batch(data, index, pad_id, False, device)).logits.float().cpu().numpy()
-            preds = logits[:, 0] if spec.kind == "regression" else logits.argmax(-1)
-            per_split[split] = glue_metrics(spec, preds, data.labels)
-    model.train(was_training)
-    if len(per_split) == 1:
-        return next(iter(per_split.values()))
-    # MNLI: matched is the headline number (paper's "MNLI" column); mismatched is reported beside it.
-    flat = dict(per_split["dev_matched"])
-    for split, metrics in per_split.items():
-        for k, v in metrics.items():
-            flat[f"{split.removeprefix('dev_')}_{k}"] = v
-    return flat
-
-
-# ---------------------------------------------------------------- optimisation
-
-def make_optimizer(model: nn.Module, cfg: FinetuneConfig, total_steps: int):
-    """AdamW without decay on biases / LayerNorm, and a linear warm-up then linear decay to 0."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.dim() == 1 or name.endswith("bias") else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=cfg.learning_rate, eps=cfg.adam_epsilon)
-    warmup = int(round(cfg.warmup_proportion * total_steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-@contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+    def record(self, model, step: int, epoch: float, metrics: dict[str, float], score: float) -> EvalRecord:
+        mean_loss = float(np.mean(self.losses)) if self.losses else math.nan
+        self.history.append(EvalRecord(step, round(epoch, 4), mean_loss, metrics, score))
+        self.losses.clear()
+        if score > self.best:
+            self.best = score
+            if self.keep_best:
+                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        return self.history[-1]
 
 
 def train_and_evaluate(model, spec: TaskSpec, prepared: Prepared, cfg: FinetuneConfig, pad_id: int,
-                       device: torch.device) -> tuple[list[EvalRecord], dict[str, torch.Tensor] | None, int, float, float]:
-    """The loop. Returns (history, best state dict if cfg.save_model == 'best', steps, epochs run, examples/s)."""
+                       device: torch.device) -> TrainOutcome:
+    """The loop: AdamW, linear warm-up (rounded to the nearest step) then decay, evaluation every `eval_every`
+    steps (or at every epoch end) and at the last step."""
     n = len(prepared.train)
     per_epoch = math.ceil(n / cfg.batch_size)
     total = max(1, math.ceil(per_epoch * cfg.epochs))
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
-    opt, sched = make_optimizer(model, cfg, total)
-    rng = np.random.default_rng([cfg.seed, 3])
-    lengths = prepared.train.lengths
-    history: list[EvalRecord] = []
-    best_state, best = None, -math.inf
-    losses: list[float] = []
-    train_s = 0.0
-    seen = 0
+    opt = adamw(model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, eps=cfg.adam_epsilon)
+    sched = linear_warmup_decay(opt, total, warmup_steps(cfg.warmup_ratio, total, rounding="nearest"))
+    order = batch_order_rng(cfg.seed)
+    evals = _Evaluations(keep_best=cfg.save_model == "best")
+    train_s, seen, step = 0.0, 0, 0
     model.to(device).train()
-
-    def run_eval(step: int) -> None:
-        nonlocal best_state, best
-        metrics = evaluate_prepared(model, spec, prepared, cfg, pad_id, device)
-        score = float(metrics[spec.main_metric])
-        history.append(EvalRecord(step, round(step / per_epoch, 4), float(np.mean(losses)) if losses else math.nan,
-                                  metrics, score))
-        losses.clear()
-        if score > best:
-            best = score
-            if cfg.save_model == "best":
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, desc=f"finetune {spec.name}", disable=not cfg.progress, unit="step")
-    step = 0
     while step < total:
-        for index in bucketed_batches(lengths, cfg.batch_size, rng):
+        for index in bucketed_batches(prepared.train.lengths, cfg.batch_size, order):
             t0 = time.perf_counter()
-            loss = model(**_batch(prepared.train, index, pad_id, True, device)).loss
+            loss = model(**batch_tensors(prepared.train, index, pad_id, True, device)).loss
             loss.backward()
             if cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -324,23 +128,22 @@ def train_and_evaluate(model, spec: TaskSpec, prepared: Prepared, cfg: FinetuneC
             sched.step()
             opt.zero_grad(set_to_none=True)
             train_s += time.perf_counter() - t0
-            losses.append(float(loss.detach()))
+            evals.losses.append(float(loss.detach()))
             seen += len(index)
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            bar.set_postfix(loss=f"{evals.losses[-1]:.4f}")
             end_of_epoch = step % per_epoch == 0
             if step == total or (cfg.eval_every and step % cfg.eval_every == 0) or \
                     (cfg.eval_every is None and end_of_epoch):
-                run_eval(step)
-                bar.set_postfix(loss=f"{history[-1].train_loss:.4f}", dev=f"{history[-1].score:.4f}")
+                metrics = evaluate_prepared(model, spec, prepared, cfg, pad_id, device)
+                record = evals.record(model, step, step / per_epoch, metrics, float(metrics[spec.main_metric]))
+                bar.set_postfix(loss=f"{record.train_loss:.4f}", dev=f"{record.score:.4f}")
             if step == total:
                 break
     bar.close()
-    return history, best_state, step, step / per_epoch, seen / max(train_s, 1e-9)
+    return TrainOutcome(evals.history, evals.best_state, step, step / per_epoch, seen / max(train_s, 1e-9))
 
-
-# ---------------------------------------------------------------- public entry point
 
 def _check_out_dir(out_dir: str | Path | None, overwrite: bool) -> None:
     if out_dir is None:
@@ -349,7 +152,7 @@ def _check_out_dir(out_dir: str | Path | None, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"output path {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"output folder {out} is not empty; choose a new folder or pass overwrite (--overwrite)")
+        raise UserError(f"output folder {out} is not empty; choose a new folder or pass overwrite=true")
 
 
 def finetune(model_dir_or_model, task: str | TaskSpec, data_dir: str | Path, out_dir: str | Path | None = None,
@@ -366,7 +169,7 @@ def finetune(model_dir_or_model, task: str | TaskSpec, data_dir: str | Path, out
     spec = task if isinstance(task, TaskSpec) else get_task(task)
     cfg = FinetuneConfig.load(config).resolve(spec)
     _check_out_dir(out_dir, overwrite)
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     if data is None:
         data = load_task(spec, data_dir, need_train=True, squad_article_split=cfg.squad_article_split,
                          split_seed=cfg.split_seed)
@@ -379,29 +182,27 @@ def finetune(model_dir_or_model, task: str | TaskSpec, data_dir: str | Path, out
     tokenizer = load_tokenizer(tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-    # Model construction (throw-away default init of new heads) and dropout draw from torch's default generator:
-    # fork it, so the caller's stream is left untouched, and seed the fork from cfg.seed, so a run is reproducible.
-    # The new heads themselves are then re-drawn from an explicit generator (init_new_weights).
-    devices = [device] if device.type == "cuda" else []
-    with _threads(cfg.threads), torch.random.fork_rng(devices=devices):
-        torch.manual_seed(cfg.seed)
-        model, info = load_model(model_dir_or_model, spec, cfg.seed, new_weights)
+    # Model construction (throw-away default init of new heads) and dropout draw from torch's global generator:
+    # run them on a fork of it seeded from cfg.seed, so a run is reproducible and the caller's stream untouched.
+    # The new heads themselves are then re-drawn from an explicit generator (model.init_new_weights).
+    with torch_threads(cfg.threads), forked_global_rng(cfg.seed, device):
+        loaded = load_model(model_dir_or_model, spec, cfg.seed, new_weights)
         prepared = prepare(spec, data, tokenizer, cfg)
-        history, best_state, steps, epochs, speed = train_and_evaluate(model, spec, prepared, cfg, pad_id, device)
-    best_rec = max(history, key=lambda r: r.score)
-    final = history[-1]
+        outcome = train_and_evaluate(loaded.model, spec, prepared, cfg, pad_id, device)
+    best_rec = max(outcome.history, key=lambda r: r.score)
+    final = outcome.history[-1]
     result = FinetuneResult(
         task=spec.name, main_metric=spec.main_metric, best_score=best_rec.score, final_score=final.score,
-        best_metrics=best_rec.metrics, final_metrics=final.metrics, best_step=best_rec.step, steps=steps,
-        epochs=round(epochs, 4), train_examples=prepared.n_train,
+        best_metrics=best_rec.metrics, final_metrics=final.metrics, best_step=best_rec.step, steps=outcome.steps,
+        epochs=round(outcome.epochs, 4), train_examples=prepared.n_train,
         eval_examples={s: len(e) for s, e in prepared.dev_examples.items()},
-        wall_s=0.0, examples_per_s=round(speed, 2),
-        history=history, config=cfg.to_dict(), model=describe_model(model, info, model_dir_or_model),
+        wall_s=0.0, examples_per_s=round(outcome.examples_per_s, 2),
+        history=outcome.history, config=cfg.to_dict(), model=describe_model(loaded, model_dir_or_model),
         data={"source": data.source, "note": data.note}, out_dir=str(out_dir) if out_dir is not None else None,
     )
     result.wall_s = round(time.time() - started, 2)
     if out_dir is not None:
-        write_outputs(model, tokenizer, result, best_state, Path(out_dir), cfg, overwrite)
+        write_outputs(loaded.model, tokenizer, result, outcome.best_state, Path(out_dir), cfg, overwrite)
     return result
 
 

@@ -1,11 +1,9 @@
-"""Latency on the user's own device: measurement, the BERT-base reference, the latency dataset, predictors."""
+"""Latency on the user's own device: measurement, the BERT-base reference, the latency dataset, predictors.
 
-from .dataset import LatencyDataset, MeasureSummary, load_datasets, measure_dataset, read_dataset, sample_archs
-from .device import (DeviceMismatchError, DeviceMismatchWarning, compare_records, device_record)
-from .measure import (LatencyRecord, TimingStats, build_model, export_onnx, measure_latency, summarize,
-                      time_interleaved)
-from .models import AnalyticModel, MLPModel
-from .predictor import FitReport, LatencyPredictor, Metrics, cross_validate, fit_predictor
+The names load on first access: torch only when something measures.
+"""
+
+from .._lazy import lazy_exports
 
 __all__ = [
     "LatencyDataset", "MeasureSummary", "load_datasets", "measure_dataset", "read_dataset", "sample_archs",
@@ -13,3 +11,13 @@ __all__ = [
     "AnalyticModel", "MLPModel", "FitReport", "LatencyPredictor", "Metrics", "cross_validate", "fit_predictor",
     "LatencyRecord", "TimingStats", "build_model", "export_onnx", "measure_latency", "summarize", "time_interleaved",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    ".dataset": ["LatencyDataset", "MeasureSummary", "load_datasets", "measure_dataset", "read_dataset",
+                 "sample_archs"],
+    ".device": ["DeviceMismatchError", "DeviceMismatchWarning", "compare_records", "device_record"],
+    ".measure": ["LatencyRecord", "TimingStats", "build_model", "export_onnx", "measure_latency", "summarize",
+                 "time_interleaved"],
+    ".models": ["AnalyticModel", "MLPModel"],
+    ".predictor": ["FitReport", "LatencyPredictor", "Metrics", "cross_validate", "fit_predictor"],
+})

@@ -33,9 +33,9 @@ def sample_archs(space: SearchSpace, n: int, seed: int = 0) -> list[Arch]:
     ``sample_archs(space, k)``, so growing a dataset keeps what is measured.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise UserError(f"--n must be a positive integer, got {n!r}")
+        raise UserError(f"n must be a positive integer, got {n!r}")
     if n > space.size():
-        raise UserError(f"search space '{space.name}' has only {space.size():,} archs; ask for --n <= that")
+        raise UserError(f"search space '{space.name}' has only {space.size():,} archs; ask for n <= that")
     rng = np.random.default_rng(seed)
     depths = list(space.layers.values())
     seen: set[Arch] = set()
@@ -173,7 +173,7 @@ def measure_dataset(space: SearchSpace | str, n: int, out: str | Path, *, seed: 
         raise UserError(f"reference_every must be a positive integer, got {reference_every!r}")
     out = Path(out)
     if out.exists() and out.is_dir():
-        raise UserError(f"--out {out} is a folder; give a .jsonl file path")
+        raise UserError(f"out={out} is a folder; give a .jsonl file path")
     archs = sample_archs(space, n, seed)
     record_device = device_record(backend, device, threads, batch, seq_len, clock)
 
@@ -186,7 +186,7 @@ def measure_dataset(space: SearchSpace | str, n: int, out: str | Path, *, seed: 
             mismatch = {k: (saved.get(k), record_device[k]) for k in SETTING_KEYS if saved.get(k) != record_device[k]}
             if mismatch:
                 raise UserError(f"{out} was measured with other settings {mismatch} (file vs request); rerun with "
-                                "the same settings or choose a new --out")
+                                "the same settings or choose a new out file")
             if row.get("kind") != "reference":
                 done.add(Arch.parse(row["arch"]))
         if rows:

@@ -52,7 +52,7 @@ def check_settings(backend: str, device: str, threads: int, batch: int, seq_len:
         raise UserError(f"unknown clock {clock!r}; choose 'wall' (elapsed time) or 'cpu' (the thread's CPU time)")
     if clock == "cpu" and (device != "cpu" or threads != 1):
         raise UserError("clock 'cpu' (thread CPU time) measures latency only for one thread on the CPU, where the "
-                        "whole forward runs on the calling thread; use --clock wall with --threads > 1 or CUDA")
+                        "whole forward runs on the calling thread; use clock=wall with threads > 1 or CUDA")
     if backend not in BACKENDS:
         raise UserError(f"unknown latency backend {backend!r}; choose one of {list(BACKENDS)}")
     if device not in DEVICES:
@@ -61,12 +61,12 @@ def check_settings(backend: str, device: str, threads: int, batch: int, seq_len:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise UserError(f"{name} must be a positive integer, got {value!r}")
     if seq_len > 512:
-        raise UserError(f"seq_len {seq_len} exceeds BERT's 512 positions; use --seq-len 512 or less")
+        raise UserError(f"seq_len {seq_len} exceeds BERT's 512 positions; use seq_len=512 or less")
     if device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            raise UserError("device 'cuda' requested but torch sees no CUDA GPU; use --device cpu")
+            raise UserError("device 'cuda' requested but torch sees no CUDA GPU; use device=cpu")
     if backend == "onnxruntime":
         try:
             import onnxruntime  # noqa: F401
@@ -76,7 +76,7 @@ def check_settings(backend: str, device: str, threads: int, batch: int, seq_len:
             import onnxruntime as ort
 
             if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise UserError("onnxruntime has no CUDAExecutionProvider here; install onnxruntime-gpu or use --device cpu")
+                raise UserError("onnxruntime has no CUDAExecutionProvider here; install onnxruntime-gpu or use device=cpu")
 
 
 def device_record(backend: str = "torch", device: str = "cpu", threads: int = 1, batch: int = 1,

@@ -18,13 +18,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from ..arch import BERT_BASE, Arch
 from ..errors import UserError
+from ..runtime import torch_threads
 from .device import check_settings, device_record
 
 Timer = Callable[[], float]  # like time.perf_counter: seconds
@@ -118,17 +119,6 @@ def random_input_ids(batch: int, seq_len: int, vocab_size: int = 30522, seed: in
     """Seeded random token ids, (batch, seq_len)."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, vocab_size, (batch, seq_len), generator=generator)  # (B, T)
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Run the block with `threads` intra-op threads, then restore the previous setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class Runner(Protocol):

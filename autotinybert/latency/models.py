@@ -23,7 +23,7 @@ def _check_targets(archs: Sequence[Arch], latency_ms: np.ndarray, need: int, wha
         raise UserError(f"{len(archs)} archs but {len(y)} latencies")
     if len(y) < need:
         raise UserError(f"the {what} needs at least {need} measured archs to fit, got {len(y)}; "
-                        f"measure more (autotinybert latency measure --n ...)")
+                        f"measure more (autotinybert latency measure n=...)")
     if not np.all(np.isfinite(y)) or np.any(y <= 0):
         raise UserError(f"latencies must be finite and > 0 to fit the {what}")
     return y

@@ -258,7 +258,7 @@ def fit_predictor(records: Sequence[LatencyRecord] | LatencyDataset, *, kind: st
     need = max(2 * AnalyticModel.min_points(), folds)
     if len(points) < need:
         raise UserError(f"fitting a latency predictor with {folds}-fold cross-validation needs at least {need} "
-                        f"measured archs, got {len(points)}; measure more (autotinybert latency measure --n ...)")
+                        f"measured archs, got {len(points)}; measure more (autotinybert latency measure n=...)")
     archs = [r.arch for r in points]
     y = np.array([r.median_ms for r in points], dtype=np.float64)
     batch, seq_len = points[0].batch, points[0].seq_len

@@ -3,41 +3,34 @@
 from __future__ import annotations
 
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
-from .config import PipelineConfig
+from .config import DemoConfig, PipelineConfig
 from .run import PipelineResult, run_pipeline
 
 
-def demo_config(out: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
-    """The embedded demo config with its data paths under `out` (the data must exist: see `run_demo`)."""
-    raw = yaml.safe_load(resources.files("autotinybert").joinpath("configs/demo.yaml").read_text())
-    out = Path(out).resolve()
-    raw["out"] = str(out)
-    raw["data"]["corpus"] = [str(out / "data" / "corpus.txt")]
-    raw["data"]["downstream"] = str(out / "data")
-    return PipelineConfig.load(raw, overrides)
+def demo_config(out: str | Path = "runs/demo", overrides: list[str] | tuple[str, ...] = ()) -> DemoConfig:
+    """The embedded demo config with its data paths under `out` (built by `run_demo`)."""
+    return DemoConfig.load(DemoConfig.embedded(), [*overrides], values={"out": str(out)})
 
 
-def run_demo(out: str | Path = "runs/demo", overrides: list[str] | tuple[str, ...] = (),
+def run_demo(config: DemoConfig | str | Path = "runs/demo", overrides: list[str] | tuple[str, ...] = (),
              log: Callable[[str], None] = print) -> PipelineResult:
-    """Build the docstring data (deterministic) and run the demo pipeline; prints the table and how to load."""
+    """Build the docstring data (deterministic) and run the demo pipeline; prints the table and how to load.
+    `config`: a `DemoConfig` (the CLI's) or the run folder (then `overrides` apply to the embedded config)."""
     from ..demo import build_demo_data
     from .report import summary_text
 
     started = time.time()
-    out = Path(out).resolve()
-    data_dir = out / "data"
+    if not isinstance(config, DemoConfig):
+        config = demo_config(config, overrides)
+    data_dir = Path(config.out) / "data"
     if not (data_dir / "docpair" / "dev.tsv").is_file():
         info = build_demo_data(data_dir, seed=0, train_pairs=8000, dev_pairs=2000)
         log(f"[demo] docstring corpus: {info.documents} documents, {info.words} words; docpair: "
             f"{info.train_pairs} train / {info.dev_pairs} dev pairs")
-    config = demo_config(out, overrides)
-    result = run_pipeline(config, log=log)
+    result = run_pipeline(PipelineConfig.from_dict(config.to_dict()), log=log)  # now its data folders exist
     log("\n" + summary_text(result.run_dir))
     log("(demo scale: a minute of pre-training on a 90k-word corpus -- the demo shows the pipeline at work, not the "
         "paper's claim)")

@@ -27,11 +27,9 @@ def collect_models(run_dir: str | Path) -> list[dict[str, Any]]:
     ext = _done_outputs(run_dir, "extract")
     if ext is None:
         raise UserError(f"{run_dir} holds no finished extract stage; run `autotinybert run` first")
-    models = [dict(m) for m in ext["models"]]
-    fine = (_done_outputs(run_dir, "finetune") or {}).get("results", {})
-    for m in models:
-        m.update(fine.get(m.get("same_as") or m["name"], {}))
-    return models
+    fine = {m["name"]: m for m in (_done_outputs(run_dir, "finetune") or {}).get("models", [])}
+    return [{**m, **{k: fine[m["name"]][k] for k in ("scores", "score", "finetuned_dirs")}} if m["name"] in fine
+            else dict(m) for m in ext["models"]]
 
 
 def comparison_lines(models: list[dict[str, Any]]) -> list[str]:

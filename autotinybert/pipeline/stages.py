@@ -2,12 +2,14 @@
 
 Every stage writes into ``RUN_DIR/<stage>/``:
 
-* ``config.json`` -- the stage's resolved config and its fingerprint, written before the stage starts;
-* ``DONE.json``   -- the completion marker: fingerprint, outputs (a JSON dict the next stages read), wall time.
+* ``config.json`` -- the stage's inputs and its fingerprint, written before the stage starts;
+* ``DONE.json``   -- the completion marker: fingerprint, outputs (``outputs.to_dict()``), wall time.
 
-A stage's fingerprint hashes its own config and the fingerprints *and completion ids* of the stages it reads
-from, so changing one stage's config re-runs that stage and everything downstream of it, and nothing upstream;
-and a stage that ran again (its folder deleted by hand, say) invalidates everything that read its old outputs.
+A stage is a function ``fn(inputs, stage_dir, resume) -> outputs`` of one frozen `StageInputs` value holding
+everything it reads. Its fingerprint hashes that value and the fingerprints *and completion ids* of the stages it
+reads from, so changing anything a stage reads re-runs that stage and everything downstream of it, and nothing
+upstream; and a stage that ran again (its folder deleted by hand, say) invalidates everything that read its old
+outputs.
 
 Under ``torchrun`` (see `ranks`), rank 0 takes every decision and writes every marker; a stage declared
 ``distributed`` runs on all ranks, any other on rank 0 only, and the other ranks receive its outputs.
@@ -22,8 +24,9 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, TypeVar
 
+from ..config import Config, ConfigError
 from ..errors import UserError
 from ..io import atomic_write_json
 from .ranks import Ranks
@@ -75,8 +78,22 @@ class RunLock:
             self._file = None
 
 
-def fingerprint(config: Any, upstream: list[str]) -> str:
-    payload = json.dumps({"config": config, "upstream": upstream}, sort_keys=True, default=str)
+class StageInputs(Config):
+    """Everything one stage reads. The fingerprint covers every field but the `run_only` ones (which change
+    nothing the stage computes: progress bars)."""
+
+    run_only: ClassVar[frozenset[str]] = frozenset({"progress"})
+
+    def fingerprint_data(self) -> dict[str, Any]:
+        return {k: v for k, v in self.to_dict().items() if k not in self.run_only}
+
+
+Outputs = TypeVar("Outputs", bound=Config)
+
+
+def fingerprint(inputs: StageInputs, upstream: list[str]) -> str:
+    """The stage's identity: its inputs and the ``fingerprint:completion`` ids of the stages it reads from."""
+    payload = json.dumps({"config": inputs.fingerprint_data(), "upstream": upstream}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -84,7 +101,7 @@ def fingerprint(config: Any, upstream: list[str]) -> str:
 class StageResult:
     name: str
     fingerprint: str
-    outputs: dict[str, Any]
+    outputs: Config
     skipped: bool  # True when a completed stage with the same fingerprint was reused
     resumed: bool  # True when an interrupted run of the same config was continued
     wall_s: float
@@ -109,23 +126,28 @@ class StageRunner:
         marker = self.stage_dir(name) / DONE_FILE
         return json.loads(marker.read_text()) if marker.is_file() else None
 
-    def run(self, name: str, config: Any, fn: Callable[[Path, bool], dict[str, Any]],
-            upstream: tuple[str, ...] = (), distributed: bool = False) -> StageResult:
-        """Run `fn(stage_dir, resume)` unless a completed run with the same fingerprint exists.
+    def upstream_ids(self, name: str, upstream: tuple[str, ...]) -> list[str]:
+        missing = [u for u in upstream if u not in self.results]
+        if missing:
+            raise RuntimeError(f"stage {name!r} needs stages {missing} to run first")
+        return [f"{self.results[u].fingerprint}:{self.results[u].completion}" for u in upstream]
+
+    def run(self, name: str, inputs: StageInputs, fn: Callable[[Any, Path, bool], Outputs],
+            outputs_type: type[Outputs], upstream: tuple[str, ...] = (), distributed: bool = False) -> StageResult:
+        """Run `fn(inputs, stage_dir, resume)` (it returns an `outputs_type`) unless a completed run with the same
+        fingerprint exists.
 
         `upstream` names earlier stages whose outputs this one reads; their fingerprints enter this one's.
         `distributed`: under torchrun every rank calls `fn` (it uses the process group itself); otherwise only
         rank 0 does and the others get its outputs.
         """
-        missing = [u for u in upstream if u not in self.results]
-        if missing:
-            raise RuntimeError(f"stage {name!r} needs stages {missing} to run first")
-        fp = fingerprint(config, [f"{self.results[u].fingerprint}:{self.results[u].completion}" for u in upstream])
+        fp = fingerprint(inputs, self.upstream_ids(name, upstream))
         stage_dir = self.stage_dir(name)
-        decision = self.ranks.share(self._decide(name, fp, config, upstream) if self.ranks.is_main else None)
+        decision = self.ranks.share(self._decide(name, fp, inputs, outputs_type, upstream)
+                                    if self.ranks.is_main else None)
         if decision["skip"]:
-            result = StageResult(name, fp, decision["outputs"], skipped=True, resumed=False, wall_s=0.0,
-                                 completion=decision["completion"])
+            result = StageResult(name, fp, outputs_type.from_dict(decision["outputs"]), skipped=True,
+                                 resumed=False, wall_s=0.0, completion=decision["completion"])
             self.results[name] = result
             return result
         resume = decision["resume"]
@@ -133,7 +155,7 @@ class StageRunner:
         outputs: dict[str, Any] | None = None
         if distributed or self.ranks.is_main:
             try:
-                outputs = fn(stage_dir, resume) or {}
+                outputs = fn(inputs, stage_dir, resume).to_dict()
             except BaseException as err:
                 if not distributed and self.ranks.distributed:  # release the waiting ranks, then fail
                     self.ranks.share({"failed": f"{type(err).__name__}: {err}"})
@@ -147,19 +169,20 @@ class StageRunner:
         shared = self.ranks.share({"outputs": outputs, "completion": completion} if self.ranks.is_main else None)
         if "failed" in shared:
             raise RuntimeError(f"stage {name!r} failed on rank 0 ({shared['failed']}); see rank 0's output")
-        result = StageResult(name, fp, shared["outputs"], skipped=False, resumed=resume, wall_s=wall,
-                             completion=shared["completion"])
+        result = StageResult(name, fp, outputs_type.from_dict(shared["outputs"]), skipped=False, resumed=resume,
+                             wall_s=wall, completion=shared["completion"])
         self.results[name] = result
         return result
 
-    def _decide(self, name: str, fp: str, config: Any, upstream: tuple[str, ...]) -> dict[str, Any]:
+    def _decide(self, name: str, fp: str, inputs: StageInputs, outputs_type: type[Config],
+                upstream: tuple[str, ...]) -> dict[str, Any]:
         """Rank 0: skip (with the stored outputs), resume an interrupted run of the same fingerprint, or start
         afresh (clearing the stage folder); records the start in the stage's config.json."""
         stage_dir = self.stage_dir(name)
         done = self.done(name)
-        if done is not None and done.get("fingerprint") == fp:
+        if done is not None and done.get("fingerprint") == fp and _readable(done.get("outputs"), outputs_type):
             self.log(f"[{name}] done already (fingerprint {fp}); skipping")
-            return {"skip": True, "outputs": done.get("outputs", {}), "completion": done.get("completion", "")}
+            return {"skip": True, "outputs": done["outputs"], "completion": done.get("completion", "")}
         resume = False
         started_file = stage_dir / CONFIG_FILE
         if stage_dir.exists():
@@ -175,5 +198,14 @@ class StageRunner:
             self.log(f"[{name}] running (fingerprint {fp})")
         stage_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(started_file, {"stage": name, "fingerprint": fp, "upstream": list(upstream),
-                                         "config": config})
+                                         "config": inputs.to_dict()})
         return {"skip": False, "resume": resume}
+
+
+def _readable(outputs: Any, outputs_type: type[Config]) -> bool:
+    """Stored outputs still of the stage's outputs type (a marker written by an older version is redone)."""
+    try:
+        outputs_type.from_dict(outputs)
+    except ConfigError:
+        return False
+    return True

@@ -8,18 +8,10 @@
 Pieces: `LatencyWindow` (target and admissible window), `AdmissibleSampler` (bounded sampling with a clear
 infeasibility error), `propose_generation` (evolved / random / fast), evaluators (`FinetuneEvaluator`,
 `LossEvaluator`, `CallableEvaluator`), `run_search` (parallel, resumable, writes candidates.jsonl / best.json /
-search.png) and ranking quality (`pairwise_accuracy`, `kendall_tau`).
+search.png) and ranking quality (`pairwise_accuracy`, `kendall_tau`). The names load on first access.
 """
 
-from .evaluators import (CallableEvaluator, Evaluation, Evaluator, EvaluatorError, FinetuneEvaluator, LossEvaluator,
-                         as_evaluator, to_evaluation)
-from .methods import METHODS, GenerationPlan, MethodParams, Proposal, propose_generation, roulette_select
-from .ranking import RankingError, RankingQuality, compare_score_sets, kendall_tau, load_scores, pairwise_accuracy
-from .ranking import ranking_quality
-from .records import CandidateLog, CandidateRecord, read_records
-from .runner import SearchConfig, SearchConfigError, SearchResult, load_predictor, run_search
-from .sampling import AdmissibleSampler, InfeasibleTargetError, satisfies_fast_rule
-from .target import DEFAULT_WINDOW, FlopsLatencyModel, LatencyModel, LatencyWindow, TargetError
+from .._lazy import lazy_exports
 
 __all__ = [
     "AdmissibleSampler", "CallableEvaluator", "CandidateLog", "CandidateRecord", "DEFAULT_WINDOW", "Evaluation",
@@ -29,3 +21,15 @@ __all__ = [
     "kendall_tau", "load_predictor", "load_scores", "pairwise_accuracy", "propose_generation", "ranking_quality",
     "read_records", "roulette_select", "run_search", "satisfies_fast_rule", "to_evaluation",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    ".evaluators": ["CallableEvaluator", "Evaluation", "Evaluator", "EvaluatorError", "FinetuneEvaluator",
+                    "LossEvaluator", "as_evaluator", "to_evaluation"],
+    ".methods": ["METHODS", "GenerationPlan", "MethodParams", "Proposal", "propose_generation", "roulette_select"],
+    ".ranking": ["RankingError", "RankingQuality", "compare_score_sets", "kendall_tau", "load_scores",
+                 "pairwise_accuracy", "ranking_quality"],
+    ".records": ["CandidateLog", "CandidateRecord", "read_records"],
+    ".runner": ["SearchConfig", "SearchConfigError", "SearchResult", "load_predictor", "run_search"],
+    ".sampling": ["AdmissibleSampler", "InfeasibleTargetError", "satisfies_fast_rule"],
+    ".target": ["DEFAULT_WINDOW", "FlopsLatencyModel", "LatencyModel", "LatencyWindow", "TargetError"],
+})

@@ -138,7 +138,7 @@ class FinetuneEvaluator:
     def __post_init__(self) -> None:
         self.tasks = tuple(self.tasks)
         if not self.tasks:
-            raise EvaluatorError("the finetune evaluator needs at least one task (--tasks SST-2 MRPC ...)")
+            raise EvaluatorError("the finetune evaluator needs at least one task (tasks=[SST-2,MRPC])")
 
     @staticmethod
     def _downstream():

@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import seeding
 from ..arch import Arch
 from .sampling import (FAST_RULE, AdmissibleSampler, InfeasibleTargetError, SamplerStats, fast_rule_draw,
                        sample_many, satisfies_fast_rule)
@@ -67,7 +68,7 @@ class MethodParams:
 
 def generation_rng(seed: int, generation: int, stream: int = _PROPOSE_STREAM) -> np.random.Generator:
     """The generator for one generation's draws, seeded by (seed, generation, stream)."""
-    return np.random.default_rng([seed, generation, stream])
+    return seeding.generation_rng(seed, generation, stream)
 
 
 def roulette_select(fitness: Sequence[float], rng: np.random.Generator) -> int:
@@ -158,6 +159,6 @@ def _fast(sampler: AdmissibleSampler, rng: np.random.Generator, params: MethodPa
         raise InfeasibleTargetError(
             f"no architecture satisfies the fast rule ({FAST_RULE}) inside the latency window for any layer "
             f"count: {sampler.window.describe()}; {sampler.reachable_description()}. Widen the window or use "
-            f"--method evolved/random.")
+            f"method=evolved or method=random.")
     return proposals, {"skipped_layer_counts": skipped}
 

@@ -202,8 +202,8 @@ def make_backend(evaluator: Evaluator, workers: int, threads: int | None = None)
     _, world = distributed_world()
     if world > 1:
         if workers > 1:
-            raise EvaluatorError("under torchrun every rank evaluates in its own process; drop --workers "
-                                 "(use --nproc-per-node for parallelism)")
+            raise EvaluatorError("under torchrun every rank evaluates in its own process; drop workers=N "
+                                 "(use torchrun --nproc-per-node for parallelism)")
         return DistributedBackend(evaluator)
     if workers > 1:
         return ProcessPoolBackend(evaluator, workers, threads)

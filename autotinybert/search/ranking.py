@@ -110,7 +110,7 @@ def load_scores(path: str | Path, key: str = "fitness", negate: bool = False) ->
         elif isinstance(row.get("scores"), dict) and key in row["scores"]:
             value = row["scores"][key]
         else:
-            raise RankingError(f"{path}:{number} has no '{key}' (top-level or under 'scores'); pick one with --key")
+            raise RankingError(f"{path}:{number} has no '{key}' (top-level or under 'scores'); pick one with key_a= / key_b=")
         arch = str(Arch.parse(row["arch"]))
         if arch in out:
             raise RankingError(f"{path}:{number}: arch {arch} appears twice; give each arch one score")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,129 +30,12 @@ from .methods import METHODS, MethodParams, propose_generation
 from .parallel import EvalResult, make_backend
 from .records import CANDIDATES_FILE, CandidateLog, CandidateRecord, finite_or_none, sort_key
 from .sampling import DEFAULT_MAX_DRAWS, AdmissibleSampler
-from .target import DEFAULT_WINDOW, LatencyModel, LatencyWindow, check_latency_model
+from .config import EVALUATORS, RUN_ONLY_KEYS, SearchConfig, SearchConfigError
+from .target import LatencyModel, LatencyWindow, check_latency_model
 
 CONFIG_FILE = "config.json"
 BEST_FILE = "best.json"
 PLOT_FILE = "search.png"
-EVALUATORS = ("finetune", "loss")
-# Keys that do not change which candidates are proposed or how they score: free to differ on --resume.
-RUN_ONLY_KEYS = ("out", "resume", "overwrite", "workers", "threads", "progress", "plot")
-
-
-class SearchConfigError(UserError):
-    """A search config that cannot run."""
-
-
-@dataclass
-class SearchConfig:
-    """Everything a search needs; build from a dict (YAML) with `from_dict`. See docs/search.md for each key."""
-
-    supernet: str | None = None  # supernet folder (its space is the default search space)
-    predictor: str | None = None  # latency predictor file (LatencyPredictor.load) or module:attr
-    speedup: float | None = None  # target = predictor.reference_ms / speedup ...
-    latency_ms: float | None = None  # ... or an absolute target
-    window: tuple[float, float] = DEFAULT_WINDOW  # admissible predicted latency, as factors of the target
-    method: str = "evolved"  # evolved | random | fast
-    evaluator: str | None = None  # finetune | loss | module:function (None: pass one to run_search)
-    tasks: list[str] = field(default_factory=list)  # finetune: GLUE/SQuAD task names
-    data: str | None = None  # finetune: data folder
-    budget: dict[str, Any] = field(default_factory=dict)  # finetune: downstream.Budget keyword arguments
-    tokenizer: str | None = None  # finetune: tokenizer folder (default: the supernet folder)
-    loss_max_sequences: int | None = None  # loss: validation sequences used (None: all)
-    loss_batch_size: int = 32
-    space: str | dict | None = None  # preset, YAML file or dict; default: the supernet's space
-    out: str | None = None  # output folder (None: nothing written, no resume)
-    generations: int = 4  # T
-    population: int = 25  # S
-    mutation_prob: float = 0.5  # pm, per dimension
-    explore_prob: float = 0.5  # pe
-    mutation_steps: int = 4  # grid steps a mutated dimension (other than layers) may move
-    max_redraws: int = 100  # redraws of an inadmissible or duplicate child before a fresh sample
-    max_draws: int = DEFAULT_MAX_DRAWS  # draws per fresh admissible sample before giving up
-    fast_pool: int = 16  # fast: rule candidates drawn per layer count
-    top_k: int = 3
-    seed: int = 0
-    workers: int = 1  # evaluation processes (under torchrun: one per rank instead)
-    threads: int | None = None  # torch threads per worker process (default: cores / workers)
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
-    plot: bool = True
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
-        if not isinstance(data, dict):
-            raise SearchConfigError(f"a search config must be a mapping, got {type(data).__name__}")
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise SearchConfigError(f"unknown search config key(s) {unknown}; known keys are {known}")
-        config = cls(**data)
-        config.validate()
-        return config
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["window"] = list(self.window)
-        return data
-
-    def validate(self) -> None:
-        """Check every field before any work starts."""
-        def positive_int(name: str, allow_none: bool = False) -> None:
-            value = getattr(self, name)
-            if allow_none and value is None:
-                return
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise SearchConfigError(f"{name} must be a positive integer, got {value!r}")
-
-        for name in ("generations", "population", "mutation_steps", "max_redraws", "max_draws", "fast_pool",
-                     "top_k", "workers", "loss_batch_size"):
-            positive_int(name)
-        positive_int("threads", allow_none=True)
-        positive_int("loss_max_sequences", allow_none=True)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise SearchConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
-        for name in ("mutation_prob", "explore_prob"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise SearchConfigError(f"{name} must be a probability in [0, 1], got {value!r}")
-        if self.method not in METHODS:
-            raise SearchConfigError(f"unknown method {self.method!r}; choose one of {list(METHODS)}")
-        if (self.speedup is None) == (self.latency_ms is None):
-            raise SearchConfigError("give exactly one latency target: speedup (--speedup X) or latency_ms "
-                                    "(--latency-ms T)")
-        if isinstance(self.window, (list, tuple)) and len(self.window) == 2:
-            self.window = (float(self.window[0]), float(self.window[1]))
-        else:
-            raise SearchConfigError(f"window must be two factors [low, high], e.g. [0.85, 1.1]; got {self.window!r}")
-        if self.evaluator in EVALUATORS and not self.supernet:
-            raise SearchConfigError(f"the {self.evaluator} evaluator needs a supernet folder (--supernet DIR)")
-        if self.evaluator == "finetune":
-            if not self.tasks:
-                raise SearchConfigError("the finetune evaluator needs tasks (--tasks SST-2 MRPC ...)")
-            if not self.data:
-                raise SearchConfigError("the finetune evaluator needs the data folder (--data DIR)")
-        if self.evaluator is not None and self.evaluator not in EVALUATORS and ":" not in self.evaluator:
-            raise SearchConfigError(f"evaluator must be one of {list(EVALUATORS)} or module:function; "
-                                    f"got {self.evaluator!r}")
-        if isinstance(self.tasks, str):  # "SST-2,MRPC" from a YAML file
-            self.tasks = [t.strip() for t in self.tasks.split(",") if t.strip()]
-        if not isinstance(self.tasks, (list, tuple)) or not all(isinstance(t, str) for t in self.tasks):
-            raise SearchConfigError(f"tasks must be a list of task names, got {self.tasks!r}")
-        self.tasks = list(self.tasks)
-        if not isinstance(self.budget, dict):
-            raise SearchConfigError(f"budget must be a mapping of downstream.Budget fields, got {self.budget!r}")
-        if self.resume and not self.out:
-            raise SearchConfigError("resume needs the output folder of the run to continue (--out DIR)")
-        if self.resume and self.overwrite:
-            raise SearchConfigError("resume and overwrite contradict each other; pick one")
-
-    def result_relevant(self) -> dict[str, Any]:
-        data = self.to_dict()
-        for key in RUN_ONLY_KEYS:
-            data.pop(key)
-        return data
 
 
 @dataclass
@@ -259,20 +142,20 @@ def _prepare_out(config: SearchConfig, window: LatencyWindow, space: SearchSpace
     has_run = log.path.exists() or config_file.exists()
     if has_run and not config.resume:
         if not config.overwrite:
-            raise SearchConfigError(f"{out} already holds a search ({CANDIDATES_FILE}/{CONFIG_FILE}); pass --resume "
-                                    f"to continue it, --overwrite to start over, or choose a new --out")
+            raise SearchConfigError(f"{out} already holds a search ({CANDIDATES_FILE}/{CONFIG_FILE}); pass resume=true "
+                                    f"to continue it, overwrite=true to start over, or choose a new out")
         for name in (CANDIDATES_FILE, CONFIG_FILE, BEST_FILE, PLOT_FILE):
             (out / name).unlink(missing_ok=True)
         has_run = False
     if has_run:
         if not config_file.exists():
-            raise SearchConfigError(f"{out} has {CANDIDATES_FILE} but no {CONFIG_FILE}; cannot check that --resume "
+            raise SearchConfigError(f"{out} has {CANDIDATES_FILE} but no {CONFIG_FILE}; cannot check that resume=true "
                                     f"continues the same search")
         stored = json.loads(config_file.read_text())
         diffs = _differences(stored, json.loads(json.dumps(header)))
         if diffs:
-            raise SearchConfigError(f"--resume: this search differs from the one in {out}: " + "; ".join(diffs)
-                                    + ". Use the same settings, or a new --out")
+            raise SearchConfigError(f"resume=true: this search differs from the one in {out}: " + "; ".join(diffs)
+                                    + ". Use the same settings, or a new out folder")
         return log.read(repair=True)
     atomic_write_json(config_file, {**header, "run": {k: config.to_dict()[k] for k in RUN_ONLY_KEYS}})
     return []
@@ -308,13 +191,10 @@ def run_search(config: SearchConfig | dict[str, Any], *, evaluator: Evaluator | 
     `on_record` is called with each record as it is written (progress hooks, tests).
     """
     started = time.perf_counter()
-    if isinstance(config, dict):
-        config = SearchConfig.from_dict(config)
-    else:
-        config.validate()
+    config = SearchConfig.load(config)
     if predictor is None:
         if not config.predictor:
-            raise SearchConfigError("no latency predictor: give a predictor file (--predictor FILE) "
+            raise SearchConfigError("no latency predictor: give a predictor file (predictor=FILE) "
                                     "or pass one to run_search(predictor=...)")
         predictor = load_predictor(config.predictor)
     predictor = check_latency_model(predictor)
@@ -333,15 +213,11 @@ def run_search(config: SearchConfig | dict[str, Any], *, evaluator: Evaluator | 
     with backend:
         writer = getattr(backend, "is_writer", True)
         log = CandidateLog(Path(config.out) / CANDIDATES_FILE) if config.out else None
-        if writer:
-            prepared = _guarded(lambda: _prepare_out(config, window, space, evaluator.name, log))
-        else:
-            prepared = None
+        prepared = _PreparedOut.attempt(lambda: _prepare_out(config, window, space, evaluator.name, log)) \
+            if writer else None
         if hasattr(backend, "broadcast"):  # torchrun: rank 0 reads the files, every rank gets the outcome
             prepared = backend.broadcast(prepared)
-        if isinstance(prepared, BaseException):
-            raise prepared
-        previous_records: list[CandidateRecord] = prepared
+        previous_records = prepared.records_or_raise()
         resumed = len(previous_records)
 
         meta = {"method": config.method, "evaluator": evaluator.name, "seed": config.seed,
@@ -392,21 +268,34 @@ def run_search(config: SearchConfig | dict[str, Any], *, evaluator: Evaluator | 
 def _check_recorded(done: list[CandidateRecord], proposals, generation: int) -> None:
     """Records a generation already has from an earlier run must be exactly its first proposals."""
     if len(done) > len(proposals):
-        raise SearchConfigError(f"--resume: {CANDIDATES_FILE} has more candidates in generation {generation} than "
-                                f"this search proposes; use a new --out")
+        raise SearchConfigError(f"resume=true: {CANDIDATES_FILE} has more candidates in generation {generation} than "
+                                f"this search proposes; use a new out folder")
     for record, proposal in zip(done, proposals):
         if record.arch != str(proposal.arch):
             raise SearchConfigError(
-                f"--resume: {CANDIDATES_FILE} has {record.arch} at generation {generation} slot {record.slot}, but "
+                f"resume=true: {CANDIDATES_FILE} has {record.arch} at generation {generation} slot {record.slot}, but "
                 f"this search proposes {proposal.arch} there; the file was written by a different search (or with a "
-                f"different predictor). Use a new --out.")
+                f"different predictor). Use a new out folder.")
 
 
-def _guarded(fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except UserError as err:
-        return err
+@dataclass(frozen=True)
+class _PreparedOut:
+    """What preparing the output folder gave: the records to resume from, or the refusal to raise on every rank."""
+
+    records: list[CandidateRecord]
+    refusal: UserError | None = None
+
+    @classmethod
+    def attempt(cls, prepare: Callable[[], list[CandidateRecord]]) -> _PreparedOut:
+        try:
+            return cls(prepare())
+        except UserError as err:
+            return cls([], err)
+
+    def records_or_raise(self) -> list[CandidateRecord]:
+        if self.refusal is not None:
+            raise self.refusal
+        return self.records
 
 
 def _count(items) -> dict[str, int]:

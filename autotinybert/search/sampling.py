@@ -114,7 +114,7 @@ class AdmissibleSampler:
         where = f" with {layers} layer(s)" if layers is not None else ""
         raise InfeasibleTargetError(
             f"no new admissible architecture{where} found in {self.max_draws} draws: {self.window.describe()}; "
-            f"{self.reachable_description()}; {len(exclude)} arch(s) already taken. Widen the window (--window), "
+            f"{self.reachable_description()}; {len(exclude)} arch(s) already taken. Widen the window (window=[LOW,HIGH]), "
             f"pick a target inside the reachable range, ask for fewer candidates, or raise max_draws.")
 
 

@@ -59,7 +59,7 @@ class LatencyWindow:
                 raise TargetError(f"latency window {name} must be a positive number, got {value!r}")
         if self.low > self.high:
             raise TargetError(f"latency window low factor {self.low} is above high factor {self.high} "
-                              f"(give --window LOW HIGH with LOW <= HIGH, e.g. 0.85 1.1)")
+                              f"(give window=[LOW,HIGH] with LOW <= HIGH, e.g. window=[0.85,1.1])")
 
     @classmethod
     def build(cls, predictor: LatencyModel, *, speedup: float | None = None, latency_ms: float | None = None,
@@ -67,8 +67,8 @@ class LatencyWindow:
         """From exactly one of `speedup` (target = reference_ms / speedup) or `latency_ms`."""
         check_latency_model(predictor)
         if (speedup is None) == (latency_ms is None):
-            raise TargetError("give exactly one latency target: speedup (e.g. --speedup 10) or latency_ms "
-                              "(e.g. --latency-ms 8.5)")
+            raise TargetError("give exactly one latency target: speedup (e.g. speedup=10) or latency_ms "
+                              "(e.g. latency_ms=8.5)")
         low, high = _window_pair(window)
         ref = float(predictor.reference_ms)
         if speedup is not None:

@@ -1,8 +1,15 @@
-"""One-shot SuperPLM training (Algorithm 1) and further training, with MLM or KD, on DDP; the search's loss proxy."""
+"""One-shot SuperPLM training (Algorithm 1) and further training, with MLM or KD, on DDP; the search's loss proxy.
 
-from .config import TrainConfig, TrainConfigError, TrainModelConfig, TrainSupernetConfig
-from .trainer import train_model, train_supernet
-from .validation import LossProxy
+The names load on first access, so the configs (`autotinybert.train.config`) import without torch.
+"""
+
+from .._lazy import lazy_exports
 
 __all__ = ["LossProxy", "TrainConfig", "TrainConfigError", "TrainModelConfig", "TrainSupernetConfig",
            "train_model", "train_supernet"]
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    ".config": ["TrainConfig", "TrainConfigError", "TrainModelConfig", "TrainSupernetConfig"],
+    ".trainer": ["train_model", "train_supernet"],
+    ".validation": ["LossProxy"],
+})

@@ -91,16 +91,45 @@ def latest_checkpoint(out: Path) -> Checkpoint | None:
     return Checkpoint(path=path, step=int(state["step"]), state=state)
 
 
-def check_compatible(checkpoint: Checkpoint, fingerprint: str, settings: dict[str, Any]) -> None:
-    """Refuse a checkpoint written under other settings, naming the settings that differ."""
-    if checkpoint.state.get("config_fingerprint") == fingerprint:
-        return
-    theirs = checkpoint.state.get("settings", {})
-    differ = sorted(k for k in set(theirs) | set(settings)
-                    if json.dumps(theirs.get(k), default=str) != json.dumps(settings.get(k), default=str))
-    details = "; ".join(f"{k}: checkpoint {theirs.get(k)!r} vs now {settings.get(k)!r}" for k in differ[:6])
-    raise CheckpointError(f"checkpoint {checkpoint.path} was written with other settings ({details or 'unknown'}); "
-                          "resume with the original config, or start a new --out folder")
+def check_compatible(checkpoint: Checkpoint, fingerprint: str, settings: dict[str, Any], workers: int) -> None:
+    """Refuse a checkpoint written under other settings (naming the settings that differ) or for another number
+    of Algorithm-1 workers."""
+    if checkpoint.state.get("config_fingerprint") != fingerprint:
+        theirs = checkpoint.state.get("settings", {})
+        differ = sorted(k for k in set(theirs) | set(settings)
+                        if json.dumps(theirs.get(k), default=str) != json.dumps(settings.get(k), default=str))
+        details = "; ".join(f"{k}: checkpoint {theirs.get(k)!r} vs now {settings.get(k)!r}" for k in differ[:6])
+        raise CheckpointError(f"checkpoint {checkpoint.path} was written with other settings "
+                              f"({details or 'unknown'}); resume with the original config, or start a new out folder")
+    theirs = checkpoint.state.get("workers", workers)
+    if theirs != workers:
+        raise CheckpointError(f"checkpoint {checkpoint.path} was trained with {theirs} Algorithm-1 workers, this run "
+                              f"has {workers}; set workers={theirs} (any number of processes that divides it)")
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """What `resume` / `overwrite` mean for an output folder, decided before any long work."""
+
+    checkpoint: Checkpoint | None  # the checkpoint to continue from (None: start at step 0)
+    clear_out: bool  # empty the folder before writing: overwrite, or our own run that died before its first checkpoint
+
+
+def resume_point(out: Path, *, resume: bool, overwrite: bool, run_marker: str) -> ResumePoint:
+    """Check `out` against the flags. `run_marker`: the file a run writes first, which tells our own folder (that
+    may be started again) from a stranger's."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"out={out} exists and is not a folder")
+    non_empty = out.is_dir() and any(out.iterdir())
+    checkpoint = latest_checkpoint(out) if resume else None
+    if non_empty and not resume and not overwrite:
+        raise UserError(f"output folder {out} is not empty; pass resume=true to continue its run, "
+                        "overwrite=true to replace it, or choose a new folder")
+    died_early = resume and non_empty and checkpoint is None
+    if died_early and not (out / run_marker).is_file():
+        raise UserError(f"resume=true: {out} holds no checkpoint (checkpoints/step-*) to resume from")
+    return ResumePoint(checkpoint, clear_out=(overwrite and not resume) or died_early)
 
 
 def load_checkpoint(checkpoint: Checkpoint, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -109,9 +138,9 @@ def load_checkpoint(checkpoint: Checkpoint, module: torch.nn.Module, optimizer: 
         missing, unexpected = load_model(module, str(checkpoint.path / "model.safetensors"), strict=False)
     except Exception as err:  # truncated files (safetensors' errors) or tensors of another shape (torch's)
         raise CheckpointError(f"checkpoint {checkpoint.path} cannot be loaded into this model: {err}; resume with "
-                              "the original config, or start a new --out folder") from None
+                              "the original config, or start a new out folder") from None
     if missing or unexpected:
         raise CheckpointError(f"checkpoint {checkpoint.path} holds weights of another model (missing "
                               f"{sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]}); resume with the original "
-                              "config, or start a new --out folder")
+                              "config, or start a new out folder")
     load_optimizer(optimizer, opt_tensors, checkpoint.state["optimizer"])

@@ -1,171 +1,178 @@
-"""Typed configs of the two training commands, buildable from a dict or YAML (unknown keys are refused).
+"""Typed configs of the two training commands and of the pipeline's `supernet` / `further_train` sections.
+
+    TrainSettings        how to train (objective, optimiser, schedule, checkpoints): a pipeline section
+    ├─ SupernetSettings  + the search space and sandwich sampling             (pipeline: `supernet`)
+    └─ FurtherTrainSettings  no warm-up, M = 1 (paper §3.6)                   (pipeline: `further_train`)
+    TrainSupernetConfig / TrainModelConfig: the settings + the corpus + where to write: the commands
 
 Defaults are CPU scale (what learns on a laptop core in minutes). The paper's settings (Algorithm 1 on 16 GPUs):
-``batch_size=256, lr=1e-5, warmup_ratio=0.1, epochs=5, archs_per_step=3`` on Wikipedia + BooksCorpus.
+``batch_size=256, learning_rate=1e-5, warmup_ratio=0.1, epochs=5, archs_per_step=3`` on Wikipedia + BooksCorpus.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from ..errors import UserError
+from pydantic import field_validator, model_validator
 
-OBJECTIVES = ("mlm", "kd")
+from ..config import Config, ConfigError, Field, PathStr, path_field
+from ..data.config import CorpusConfig
+
 # Keys that do not change what is computed step by step: a checkpoint resumes across changes of these.
 RUN_ONLY_KEYS = frozenset({"out", "resume", "overwrite", "stop_after", "time_budget_s", "progress",
                            "checkpoint_every", "keep_checkpoints", "eval_every", "eval_sequences", "threads",
                            "tensorboard", "cache_dir", "log_every"})
 
-
-class TrainConfigError(UserError):
-    """A training setting that is unknown, missing or out of range."""
+TrainConfigError = ConfigError  # the error every training-config problem raises (kept as a name for callers)
 
 
-@dataclass
-class TrainConfig:
+class TrainSettings(Config):
+    """How to train: objective, optimiser, schedule, devices, checkpoints."""
+
+    objective: Literal["mlm", "kd"] = "mlm"
+    """mlm (masked LM) or kd (distillation from `teacher`)."""
+    teacher: PathStr | None = path_field(None, names=True)
+    """kd: the teacher, a BERT-like model folder or hub name loadable with AutoModel."""
+    kd_attention_weight: float = Field(1.0, ge=0)
+    """kd: weight of the last-layer attention term."""
+    kd_hidden_weight: float = Field(1.0, ge=0)
+    """kd: weight of the last-layer hidden-state term."""
+    batch_size: int = Field(32, gt=0)
+    """Global sequences per optimizer step."""
+    workers: int | None = Field(None, gt=0)
+    """Algorithm-1 workers N (sub-batches per step); null: the number of processes."""
+    archs_per_step: int = Field(3, gt=0)
+    """M: sub-models each worker trains per step."""
+    grad_accum: int = Field(1, gt=0)
+    """Micro-batches per worker sub-batch (memory only; the same maths)."""
+    learning_rate: float = Field(5e-4, gt=0)
+    """Peak AdamW learning rate."""
+    weight_decay: float = Field(0.01, ge=0)
+    """AdamW weight decay (not on biases and LayerNorm)."""
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    """Share of the steps with a linear warm-up, then linear decay to 0."""
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    """AdamW beta1."""
+    adam_beta2: float = Field(0.999, ge=0, lt=1)
+    """AdamW beta2."""
+    adam_epsilon: float = Field(1e-6, gt=0)
+    """AdamW epsilon."""
+    max_grad_norm: float = Field(1.0, gt=0)
+    """Gradient clipping norm."""
+    epochs: float = Field(1.0, gt=0)
+    """Passes over the corpus (ignored when max_steps is set)."""
+    max_steps: int | None = Field(None, gt=0)
+    """Optimizer steps; overrides epochs."""
+    hidden_dropout_prob: float = Field(0.1, ge=0, lt=1)
+    """Dropout on hidden states."""
+    attention_probs_dropout_prob: float = Field(0.1, ge=0, lt=1)
+    """Dropout on attention probabilities."""
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:N."""
+    threads: int | None = Field(None, gt=0)
+    """torch intra-op threads per process; null leaves torch's setting."""
+    checkpoint_every: int = Field(500, gt=0)
+    """Steps between checkpoints."""
+    keep_checkpoints: int = Field(2, gt=0)
+    """Checkpoints kept on disk."""
+    eval_every: int = Field(200, gt=0)
+    """Steps between validation losses."""
+    eval_sequences: int = Field(256, gt=0)
+    """Validation sequences per evaluation."""
+    log_every: int = Field(1, gt=0)
+    """Steps between metrics lines."""
+    stop_after: int | None = Field(None, gt=0)
+    """Stop (with a checkpoint) after this step, as if killed; resume continues."""
+    time_budget_s: float | None = Field(None, gt=0)
+    """Stop (with a checkpoint) once this much wall time has passed."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files (needs the tensorboard package)."""
+
+    @model_validator(mode="after")
+    def _needs_teacher(self):
+        if self.objective == "kd" and not self.teacher:
+            raise ValueError("objective 'kd' needs a teacher: set teacher to a BERT-like model folder or name, "
+                             "e.g. the all-MiniLM-L6-v2 folder")
+        return self
+
+
+class SupernetSettings(TrainSettings):
+    """One-shot training of a SuperBERT over `space` (Algorithm 1)."""
+
+    space: str | dict[str, Any] = Field("cpu-mlm", json_schema_extra={"path": "if_exists",
+                                                                       "expand": "autotinybert.space:space_as_dict"})
+    """Search space: a preset (mlm, kd, cpu-mlm, cpu-kd), a YAML file or a mapping."""
+    sandwich: bool = False
+    """BigNAS sandwich: among each worker's M archs, always the max and the min arch."""
+
+    @field_validator("space")
+    @classmethod
+    def _space_loads(cls, value):
+        from ..space import SearchSpace
+
+        SearchSpace.load(value)  # a bad preset / file / grid fails here, before any work
+        return value
+
+    @model_validator(mode="after")
+    def _sandwich_needs_two(self):
+        if self.sandwich and self.archs_per_step < 2:
+            raise ValueError("sandwich needs archs_per_step >= 2 (the max and the min arch)")
+        return self
+
+
+class FurtherTrainSettings(TrainSettings):
+    """Further training of one extracted model (paper §3.6): no warm-up, one arch per step."""
+
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    """Share of the steps with a linear warm-up (the paper continues without one)."""
+    archs_per_step: int = Field(1, gt=0)
+    """Forward/backward passes per worker and step (1: plain training)."""
+
+
+class RunSettings(Config):
+    """Where a command writes, its seed, and what to do with an existing output folder."""
+
+    out: PathStr = path_field("")
+    """Output folder (a loadable model folder when done)."""
+    seed: int = Field(0, ge=0)
+    """Seed of every random draw (init, data order, masks, archs, dropout)."""
+    resume: bool = False
+    """Continue the run in `out` from its last checkpoint."""
+    overwrite: bool = False
+    """Replace a non-empty `out`."""
+    progress: bool = True
+    """Show progress bars."""
+
+    @model_validator(mode="after")
+    def _resume_or_overwrite(self):
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite contradict each other: pick one")
+        return self
+
+
+class TrainConfig(TrainSettings, CorpusConfig, RunSettings):
     """Settings shared by `train-supernet` and `train-model`."""
 
-    out: str = ""
-    corpus: list[str] = field(default_factory=list)  # text files / folders
-    tokenizer: str | None = None  # HF tokenizer folder or name; None trains WordPiece on the corpus
-    tokenizer_vocab_size: int = 8000  # only when training a tokenizer
-    max_seq_length: int = 128
-    cache_dir: str | None = None  # tokenized corpus cache (default ~/.cache/autotinybert or $AUTOTINYBERT_CACHE)
-    val_fraction: float = 0.01
-    val_max_sequences: int = 2000
-    objective: str = "mlm"  # mlm | kd
-    teacher: str | None = None  # kd: HF encoder folder or name loadable with AutoModel
-    kd_attention_weight: float = 1.0
-    kd_hidden_weight: float = 1.0
-    batch_size: int = 32  # global sequences per optimizer step
-    workers: int | None = None  # Algorithm 1 workers N (sub-batches per step); default: the number of processes
-    archs_per_step: int = 3  # M: sub-models each worker trains per step
-    grad_accum: int = 1  # micro-batches per worker sub-batch (memory only; same maths)
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_eps: float = 1e-6
-    max_grad_norm: float = 1.0
-    epochs: float = 1.0
-    max_steps: int | None = None  # overrides epochs
-    seed: int = 0
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int | None = None  # torch intra-op threads per process
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    eval_every: int = 200
-    eval_sequences: int = 256
-    log_every: int = 1
-    stop_after: int | None = None  # stop (with a checkpoint) after this step, as if killed; resume continues
-    time_budget_s: float | None = None  # stop (with a checkpoint) once this much wall time has passed
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
-    tensorboard: bool = False
-
-    def __post_init__(self) -> None:
-        if isinstance(self.corpus, (str, Path)):
-            self.corpus = [str(self.corpus)]
-        self.corpus = [str(c) for c in self.corpus]
-        for name in ("out", "tokenizer", "teacher", "cache_dir", "model", "space"):  # paths -> str (JSON-able)
-            if isinstance(getattr(self, name, None), Path):
-                setattr(self, name, str(getattr(self, name)))
-        self.validate()
-
-    def validate(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise TrainConfigError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
-        if self.objective == "kd" and not self.teacher:
-            raise TrainConfigError("objective 'kd' needs a teacher: set teacher (--teacher) to a BERT-like model "
-                                   "folder or name, e.g. the all-MiniLM-L6-v2 folder")
-        positive = ("batch_size", "archs_per_step", "grad_accum", "max_seq_length", "checkpoint_every",
-                    "keep_checkpoints", "eval_every", "eval_sequences", "log_every", "val_max_sequences")
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise TrainConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("workers", "max_steps", "stop_after", "threads"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise TrainConfigError(f"{name} must be a positive integer or null, got {value!r}")
-        if not self.lr > 0:
-            raise TrainConfigError(f"lr must be > 0, got {self.lr!r}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise TrainConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
-        if not self.epochs > 0:
-            raise TrainConfigError(f"epochs must be > 0, got {self.epochs!r}")
-        if self.resume and self.overwrite:
-            raise TrainConfigError("resume and overwrite contradict each other: pick one")
-
-    # ----- building -------------------------------------------------------------------------
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        if not isinstance(data, dict):
-            raise TrainConfigError(f"a training config must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise TrainConfigError(f"unknown training config key(s) {unknown} for {cls.__name__}; "
-                                   f"known keys: {sorted(known)}")
-        return cls(**data)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise TrainConfigError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise TrainConfigError(f"config file {path} is not valid YAML: {err}") from None
-        if not isinstance(data, dict):
-            raise TrainConfigError(f"config file {path} must hold a mapping of keys to values")
-        return cls.from_dict({**data, **{k: v for k, v in overrides.items() if v is not None}})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def fingerprint(self) -> str:
-        """Hash of every setting that changes the computation: checkpoints of another fingerprint are refused."""
-        data = {k: v for k, v in self.to_dict().items() if k not in RUN_ONLY_KEYS}
-        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
     def compute_settings(self) -> dict[str, Any]:
+        """Every setting that changes the computation (checkpoints record it; a resume must match it)."""
         return {k: v for k, v in self.to_dict().items() if k not in RUN_ONLY_KEYS}
 
-
-@dataclass
-class TrainSupernetConfig(TrainConfig):
-    """`train-supernet`: one-shot training of a SuperBERT over `space` (Algorithm 1)."""
-
-    space: Any = "cpu-mlm"  # preset name, YAML path or dict
-    sandwich: bool = False  # BigNAS: among each worker's M archs, always the max and the min
-
-    def validate(self) -> None:
-        super().validate()
-        if self.sandwich and self.archs_per_step < 2:
-            raise TrainConfigError("sandwich needs archs_per_step >= 2 (the max and the min arch)")
+    def fingerprint(self, exclude: frozenset[str] | set[str] = RUN_ONLY_KEYS) -> str:
+        return super().fingerprint(exclude)
 
 
-@dataclass
-class TrainModelConfig(TrainConfig):
-    """`train-model`: further training of one extracted standalone model (paper §3.6): no warm-up, M = 1."""
+class TrainSupernetConfig(SupernetSettings, TrainConfig):
+    """`autotinybert train-supernet`: one-shot training of a SuperBERT over a search space (Algorithm 1)."""
 
-    model: str = ""  # folder written by `autotinybert extract` (or any AutoTinyBert/BERT MLM folder)
-    warmup_ratio: float = 0.0
-    archs_per_step: int = 1
 
-    def validate(self) -> None:
-        super().validate()
+class TrainModelConfig(FurtherTrainSettings, TrainConfig):
+    """`autotinybert train-model`: further training of one extracted model (no warm-up, M = 1)."""
+
+    model: PathStr = path_field("")
+    """The model folder to train further (written by `autotinybert extract`)."""
+
+    @model_validator(mode="after")
+    def _needs_model(self):
         if not self.model:
-            raise TrainConfigError("train-model needs model (--model DIR), an extracted model folder")
+            raise ValueError("train-model needs model=DIR, an extracted model folder")
+        return self

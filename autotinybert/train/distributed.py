@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import UserError
+from ..runtime import resolve_device
 
 
 @dataclass
@@ -30,18 +30,6 @@ class DistContext:
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
-
-
-def resolve_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-        return torch.device(name if ":" in name else f"cuda:{local_rank}")
-    if name != "cpu":
-        raise UserError(f"device must be auto, cpu, cuda or cuda:N; got {name!r}")
-    return torch.device("cpu")
 
 
 def init_distributed(device: str = "auto") -> DistContext:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..arch import Arch
 from ..errors import UserError
+from ..initialization import init_bert_module
 from ..layers import additive_mask
 from ..supernet import SuperBertForMaskedLM
 
@@ -62,13 +63,13 @@ class Teacher:
         """Refuse a student that cannot be distilled from this teacher (before any training)."""
         if attention_cut is not None and attention_cut != "dims":
             raise TeacherError(f"kd needs a 'dims'-cut space (every sub-model keeps the teacher's {self.heads} heads); "
-                               f"this space uses the '{attention_cut}' cut. Use e.g. --space cpu-kd or kd")
+                               f"this space uses the '{attention_cut}' cut. Use e.g. space=cpu-kd or space=kd")
         if student_heads != self.heads:
             raise TeacherError(f"teacher {self.path} has {self.heads} attention heads but the student has "
                                f"{student_heads}; attention distillation needs the same head count")
         if self.vocab_size != len(tokenizer):
             raise TeacherError(f"teacher {self.path} has vocab_size {self.vocab_size} but the tokenizer has "
-                               f"{len(tokenizer)} tokens; use the teacher's own tokenizer (--tokenizer {self.path})")
+                               f"{len(tokenizer)} tokens; use the teacher's own tokenizer (tokenizer={self.path})")
         teacher_tok = Path(self.path)
         if (teacher_tok / "vocab.txt").is_file() or (teacher_tok / "tokenizer.json").is_file():
             from transformers import AutoTokenizer
@@ -76,7 +77,7 @@ class Teacher:
             theirs = AutoTokenizer.from_pretrained(str(teacher_tok)).get_vocab()
             if theirs != tokenizer.get_vocab():
                 raise TeacherError(f"teacher {self.path} uses a different vocabulary from the training tokenizer; "
-                                   f"use the teacher's own tokenizer (--tokenizer {self.path})")
+                                   f"use the teacher's own tokenizer (tokenizer={self.path})")
 
 
 def kd_loss(student_attn: Tensor, student_hidden: Tensor, teacher: TeacherOutput, attention_mask: Tensor,
@@ -107,8 +108,7 @@ class StudentModule(nn.Module):
         # Learned projection student hidden -> teacher hidden; a sub-model of width d uses the first d columns.
         self.projection = nn.Linear(self.max_hidden, teacher_hidden) if objective == "kd" else None
         if self.projection is not None:
-            nn.init.normal_(self.projection.weight, 0.0, 0.02)
-            nn.init.zeros_(self.projection.bias)
+            init_bert_module(self.projection, std=0.02)
 
     @property
     def max_hidden(self) -> int:

@@ -21,7 +21,7 @@ from ..arch import Arch
 from ..data.masking import MaskingSpec, mask_tokens, masking_spec_for
 from ..errors import UserError
 from .objectives import StudentModule, Teacher
-from .seeding import derive_seed
+from ..seeding import derive_seed
 
 VALIDATION_NAME = "validation.safetensors"
 PROJECTION_NAME = "kd_projection.safetensors"

@@ -1,0 +1,147 @@
+"""The pipeline's stages in order, and the pure functions that build each stage's inputs from the config and the
+outputs of the stages it reads (only those: a builder sees no other stage's outputs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import Config
+from ..data.config import CorpusConfig
+from ..downstream.config import FinetuneConfig
+from ..errors import UserError
+from ..latency.config import LatencySettings
+from ..search.config import SearchSettings
+from . import steps
+from .config import PipelineConfig
+from .stage_types import (ExtractInputs, FinetuneInputs, FurtherTrainInputs, LatencyInputs, LatencyOutputs,
+                          ModelsOutputs, PredictorInputs, PredictorOutputs, ReportInputs, ReportOutputs,
+                          SearchInputs, SearchOutputs, SupernetInputs, SupernetOutputs, TargetSearches,
+                          TokenizeInputs, TokenizeOutputs)
+from .stages import StageInputs
+from .steps import target_tag
+
+Upstream = dict[str, Config]  # stage name -> its outputs
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the plan: `fn(inputs(cfg, upstream outputs), stage_dir, resume) -> outputs`."""
+
+    name: str
+    fn: Callable[[Any, Path, bool], Config]
+    inputs: Callable[[PipelineConfig, Upstream], StageInputs]
+    outputs: type[Config]
+    upstream: tuple[str, ...] = ()
+    distributed: bool = False  # under torchrun every rank runs it (DDP training, one search candidate per rank)
+    check: Callable[[PipelineConfig, Config], None] | None = None  # run on its outputs before the next stage
+
+
+# ------------------------------------------------------------------------------------------------ builders
+def corpus(cfg: PipelineConfig) -> CorpusConfig:
+    """The `data` section as every training run reads it; its cache defaults to RUN_DIR/cache."""
+    data = cfg.data.to_dict()
+    del data["downstream"]
+    return CorpusConfig.from_dict({**data, "cache_dir": cfg.data.cache_dir or str(Path(cfg.out) / "cache")})
+
+
+def tokenize_inputs(cfg: PipelineConfig, up: Upstream) -> TokenizeInputs:
+    return TokenizeInputs(data=corpus(cfg), progress=cfg.progress)
+
+
+def latency_inputs(cfg: PipelineConfig, up: Upstream) -> LatencyInputs:
+    return LatencyInputs(latency=cfg.latency, space=cfg.supernet.space, seed=cfg.seed)
+
+
+def predictor_inputs(cfg: PipelineConfig, up: Upstream) -> PredictorInputs:
+    return PredictorInputs(predictor=cfg.predictor, seed=cfg.seed, latency=up["latency"])
+
+
+def supernet_inputs(cfg: PipelineConfig, up: Upstream) -> SupernetInputs:
+    return SupernetInputs(supernet=cfg.supernet, data=corpus(cfg), seed=cfg.seed, progress=cfg.progress,
+                          tokenized=up["tokenize"])
+
+
+def search_inputs(cfg: PipelineConfig, up: Upstream, *, speedup: float, method: str) -> SearchInputs:
+    settings = cfg.search.to_dict()
+    for key in ("speedups", "fast", "plot"):
+        del settings[key]
+    return SearchInputs(search=SearchSettings.from_dict({**settings, "method": method}), speedup=speedup,
+                        plot=cfg.search.plot, seed=cfg.seed, progress=cfg.progress,
+                        downstream=cfg.data.downstream if cfg.search.evaluator == "finetune" else None,
+                        supernet=up["supernet"], predictor=up["predictor"])
+
+
+def extract_inputs(cfg: PipelineConfig, up: Upstream) -> ExtractInputs:
+    targets = [TargetSearches(speedup=s, searched=up[f"search-{target_tag(s)}"],
+                              fast=up[f"fast-{target_tag(s)}"] if cfg.search.fast else None)
+               for s in cfg.search.speedups]
+    return ExtractInputs(targets=targets, latency=LatencySettings(**cfg.latency.timing_kwargs()), seed=cfg.seed,
+                         supernet=up["supernet"], predictor=up["predictor"], campaign=up["latency"])
+
+
+def further_train_inputs(cfg: PipelineConfig, up: Upstream) -> FurtherTrainInputs:
+    return FurtherTrainInputs(further_train=cfg.further_train, data=corpus(cfg), seed=cfg.seed,
+                              progress=cfg.progress, tokenized=up["tokenize"], models=up["extract"].models)
+
+
+def finetune_inputs(cfg: PipelineConfig, up: Upstream) -> FinetuneInputs:
+    from ..downstream.tasks import parse_tasks
+
+    fine = cfg.finetune
+    chosen = {spec.name for spec in parse_tasks(fine.tasks)}
+    seed = fine.config.seed if fine.config.seed is not None else cfg.seed
+    return FinetuneInputs(tasks=fine.tasks, config=FinetuneConfig.from_dict({**fine.config.to_dict(), "seed": seed}),
+                          task_configs={k: v for k, v in fine.task_configs.items() if k.lower() in chosen},
+                          downstream=cfg.data.downstream, progress=cfg.progress, models=up["further-train"].models)
+
+
+def report_inputs(cfg: PipelineConfig, up: Upstream) -> ReportInputs:
+    return ReportInputs()
+
+
+def check_targets(cfg: PipelineConfig, fitted: PredictorOutputs) -> None:
+    """Refuse targets whose admissible window misses every arch of the space (by the predictor), before the
+    supernet trains and any search starts."""
+    from ..latency import LatencyPredictor
+    from ..space import SearchSpace
+
+    p = LatencyPredictor.load(fitted.predictor)
+    space = SearchSpace.load(cfg.supernet.space)
+    low, high = cfg.search.window
+    min_ms, max_ms = p.predict(space.min_arch), p.predict(space.max_arch)
+    bad = [s for s in cfg.search.speedups
+           if not (low * p.reference_ms / s <= max_ms and high * p.reference_ms / s >= min_ms)]
+    if bad:
+        raise UserError(f"search.speedups {bad} are outside what the space reaches on this machine (predicted "
+                        f"{p.reference_ms / max_ms:.1f}x for its largest arch to {p.reference_ms / min_ms:.1f}x for "
+                        f"its smallest, window {list(cfg.search.window)}); pick targets inside that range")
+
+
+# ---------------------------------------------------------------------------------------------------- plan
+def plan(cfg: PipelineConfig) -> list[Stage]:
+    """tokenize -> latency -> predictor (targets checked) -> supernet -> per target: search (and fast) -> extract
+    -> further-train -> finetune -> report. The supernet comes after latency and predictor, so an unreachable
+    target fails before hours of training."""
+    searches = []
+    kinds = [("search", cfg.search.method)] + ([("fast", "fast")] if cfg.search.fast else [])
+    for speedup in cfg.search.speedups:
+        for prefix, method in kinds:
+            searches.append(Stage(f"{prefix}-{target_tag(speedup)}", steps.search,
+                                  partial(search_inputs, speedup=speedup, method=method), SearchOutputs,
+                                  ("supernet", "predictor"), distributed=True))
+    names = tuple(s.name for s in searches)
+    return [
+        Stage("tokenize", steps.tokenize, tokenize_inputs, TokenizeOutputs),
+        Stage("latency", steps.latency, latency_inputs, LatencyOutputs),
+        Stage("predictor", steps.predictor, predictor_inputs, PredictorOutputs, ("latency",), check=check_targets),
+        Stage("supernet", steps.supernet, supernet_inputs, SupernetOutputs, ("tokenize",), distributed=True),
+        *searches,
+        Stage("extract", steps.extract, extract_inputs, ModelsOutputs, ("supernet", "latency", "predictor", *names)),
+        Stage("further-train", steps.further_train, further_train_inputs, ModelsOutputs, ("tokenize", "extract"),
+              distributed=True),
+        Stage("finetune", steps.finetune, finetune_inputs, ModelsOutputs, ("further-train",)),
+        Stage("report", steps.report, report_inputs, ReportOutputs, ("predictor", *names, "extract", "finetune")),
+    ]

@@ -1,0 +1,131 @@
+"""One optimizer step of Algorithm 1 (batch-wise one-shot training), and the global batch it trains on.
+
+The global batch of `batch_size` sequences is split into N sub-batches, one per Algorithm-1 worker (a process
+plays `workers / world_size` of them in turn). Worker w trains each of its M archs on its sub-batch, in
+`grad_accum` micro-batches; every draw (the archs, MLM masks, dropout) comes from a stream keyed by
+(seed, step, w, m, micro-batch), never by the process, so N workers give the same update on N processes or one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.masking import mask_tokens, masking_spec_for
+from ..seeding import derive_seed, forked_global_rng, numpy_rng, torch_generator
+from .config import TrainConfig
+from .distributed import DistContext
+from .objectives import Teacher
+from .tasks import TrainingTask
+
+if TYPE_CHECKING:
+    from ..data.dataset import PreparedCorpus
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one optimizer step reports (the same on every process)."""
+
+    loss: float  # mean loss over every worker's M x grad_accum backward passes
+    tokens: int  # non-padding tokens in the global batch
+    archs: list[list[str]]  # archs[w]: the M archs worker w trained
+
+
+def batch_rows(step: int, batch_size: int, n_train: int, seed: int) -> np.ndarray:
+    """Rows of the global batch of `step`: consecutive slices of a per-epoch seeded permutation."""
+    start = step * batch_size
+    rows = []
+    epoch_cache: dict[int, np.ndarray] = {}
+    for sample in range(start, start + batch_size):
+        epoch, pos = divmod(sample, n_train)
+        if epoch not in epoch_cache:
+            epoch_cache[epoch] = numpy_rng(seed, epoch, purpose="shuffle").permutation(n_train)
+        rows.append(epoch_cache[epoch][pos])
+    return np.asarray(rows)
+
+
+class OneShotStep:
+    """Computes the gradient of one step over this process's workers, then applies one clipped AdamW update."""
+
+    def __init__(self, config: TrainConfig, ctx: DistContext, workers: int, corpus: PreparedCorpus, task: TrainingTask,
+                 teacher: Teacher | None, module: nn.Module, engine: nn.Module, optimizer: torch.optim.Optimizer):
+        self.config, self.ctx, self.workers, self.corpus, self.task = config, ctx, workers, corpus, task
+        self.teacher, self.module, self.engine, self.optimizer = teacher, module, engine, optimizer
+        self.masking = masking_spec_for(corpus.tokenizer)
+        self.sub = config.batch_size // workers  # sequences per worker
+        self.micro = self.sub // config.grad_accum  # sequences per backward pass
+        per_process = workers // ctx.world_size
+        self.my_workers = range(ctx.rank * per_process, (ctx.rank + 1) * per_process)
+        self.n_backward = per_process * config.archs_per_step * config.grad_accum  # on this process
+        # each backward's share of the mean over all workers' M x accum losses; DDP then averages over processes
+        self.scale = ctx.world_size / (workers * config.archs_per_step * config.grad_accum)
+
+    def _autocast(self):
+        if self.ctx.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def global_batch(self, step: int) -> torch.Tensor:
+        """(batch_size, T) token ids in the permutation's order (read from the memory map in row order)."""
+        rows = batch_rows(step, self.config.batch_size, len(self.corpus.train), self.config.seed)
+        ids = torch.as_tensor(np.asarray(self.corpus.train[np.sort(rows)], dtype=np.int64))
+        return ids[torch.as_tensor(np.argsort(np.argsort(rows)))]
+
+    def __call__(self, step: int) -> StepResult:
+        c, dev, pad = self.config, self.ctx.device, self.corpus.pad_token_id
+        ids_all = self.global_batch(step)
+        loss_sum, count = 0.0, 0
+        for w in self.my_workers:
+            ids_w = ids_all[w * self.sub:(w + 1) * self.sub]
+            teacher_out = {}  # micro-batch -> teacher outputs, computed once and shared by the M archs
+            for m, arch in enumerate(self.task.archs_for(step, w)):
+                for a in range(c.grad_accum):
+                    ids = ids_w[a * self.micro:(a + 1) * self.micro]
+                    attention_mask = (ids != pad).long().to(dev)
+                    labels = None
+                    if c.objective == "mlm":
+                        masked = mask_tokens(ids, self.masking, torch_generator(c.seed, step, w, m, a, purpose="mask"))
+                        inputs, labels = masked.input_ids.to(dev), masked.labels.to(dev)
+                    else:
+                        inputs = ids.to(dev)
+                        if a not in teacher_out:
+                            with self._autocast():
+                                teacher_out[a] = self.teacher(inputs, attention_mask)
+                    count += 1
+                    last = count == self.n_backward  # DDP all-reduces the gradients on the last backward only
+                    sync = contextlib.nullcontext() if last or not self.ctx.distributed else self.engine.no_sync()
+                    dropout_seed = derive_seed(c.seed, step, w, m, a, purpose="dropout")
+                    with sync, forked_global_rng(dropout_seed, dev):  # dropout takes no generator argument
+                        with self._autocast():
+                            loss = self.engine(inputs, attention_mask, arch=arch, labels=labels,
+                                               teacher=teacher_out.get(a))
+                        (loss * self.scale).backward()
+                    loss_sum += float(loss.detach())
+        self._update()
+        loss, tokens = self._reduce(loss_sum, count, int((ids_all != pad).sum()))
+        archs = [[str(a) for a in self.task.archs_for(step, w)] for w in range(self.workers)]
+        return StepResult(loss=loss, tokens=tokens, archs=archs)
+
+    def _update(self) -> None:
+        for p in self.module.parameters():  # untouched parameters get a zero gradient, as under DDP on any rank
+            if p.grad is None and p.requires_grad:
+                p.grad = torch.zeros_like(p)
+        if self.config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _reduce(self, loss_sum: float, count: int, tokens: int) -> tuple[float, int]:
+        """(mean loss, global-batch tokens) over all processes."""
+        totals = torch.tensor([loss_sum, float(count), float(tokens)])
+        if self.ctx.distributed:
+            totals = totals.to(self.ctx.device)
+            torch.distributed.all_reduce(totals)
+            totals = totals.cpu()
+            totals[2] /= self.ctx.world_size  # every process holds the whole global batch
+        return float(totals[0] / totals[1]), int(totals[2])
