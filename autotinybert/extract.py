@@ -1,22 +1,24 @@
 """Extraction: copy a sub-model's weights out of a SuperBERT into a standalone `AutoTinyBert*` model.
 
 Both sides use `transformers`' BERT parameter names, so extraction is a per-tensor slice: the first rows and
-columns of every matrix, the first entries of every vector. In a ``dims``-cut supernet the Q/K/V output features
-(and the attention-output input features) are stored dim-major; they are permuted to the standard head-major
-layout here, once.
+columns of every matrix, the first entries of every vector, of the layers the supernet's depth rule picks for the
+arch (`SuperBertConfig.layer_ids`, the same the supernet's forward runs). In a ``dims``-cut supernet the Q/K/V
+output features (and the attention-output input features) are stored dim-major; they are permuted to the standard
+head-major layout here, once.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 import torch
 from torch import Tensor
 
 from .arch import Arch
 from .layers import Layout
-from .io import copy_tokenizer_files, staged_dir
+from .io import check_output, copy_tokenizer_files, staged_dir
 from .modeling import (
     AutoTinyBertConfig,
     AutoTinyBertForMaskedLM,
@@ -48,18 +50,26 @@ def _slice_to(src: Tensor, shape: torch.Size) -> Tensor:
     return src[tuple(slice(0, n) for n in shape)]
 
 
+_LAYER_KEY = re.compile(r"^(.*\bencoder\.layer\.)(\d+)(\..*)$")
+
+
 def sub_state_dict(source: dict[str, Tensor], layout: Layout, arch: Arch,
-                   target_keys: dict[str, torch.Size]) -> dict[str, Tensor]:
+                   target_keys: dict[str, torch.Size], layer_ids: Sequence[int] | None = None) -> dict[str, Tensor]:
     """Supernet tensors (weights, or their gradients) for `arch`, cut to the shapes in `target_keys`.
 
-    `source` uses the supernet's names ('bert.'-prefixed); `layout` is the supernet's Q/K/V feature layout.
+    `source` uses the supernet's names ('bert.'-prefixed); `layout` is the supernet's Q/K/V feature layout;
+    `layer_ids[i]` is the stored supernet layer that becomes layer i (the depth rule's pick; default the first).
     """
     dim_major = layout == "dim_major"
     out = {}
     for key, shape in target_keys.items():
-        if key not in source:
+        src_key = key
+        found = _LAYER_KEY.match(key) if layer_ids is not None else None
+        if found is not None:
+            src_key = f"{found[1]}{layer_ids[int(found[2])]}{found[3]}"
+        if src_key not in source:
             continue  # task heads and the pooler are not in the supernet; they keep their fresh init
-        t = _slice_to(source[key], shape)
+        t = _slice_to(source[src_key], shape)
         if dim_major:
             if key.endswith(("attention.self.query.weight", "attention.self.key.weight", "attention.self.value.weight",
                              "attention.self.query.bias", "attention.self.key.bias", "attention.self.value.bias")):
@@ -102,7 +112,8 @@ def extract(
     # The base model's keys lack the "bert." prefix that the supernet's (and every head model's) keys carry.
     super_key = (lambda key: f"bert.{key}") if head == "base" else (lambda key: key)
     own = model.state_dict()
-    weights = sub_state_dict(supernet.state_dict(), sc.layout, arch, {super_key(k): t.shape for k, t in own.items()})
+    weights = sub_state_dict(supernet.state_dict(), sc.layout, arch, {super_key(k): t.shape for k, t in own.items()},
+                             sc.layer_ids(arch.layers))
     with torch.no_grad():
         for key, tensor in own.items():
             if super_key(key) in weights:
@@ -112,12 +123,18 @@ def extract(
 
 
 def save_extracted(model: AutoTinyBertPreTrainedModel, out: str | Path, tokenizer_dir: str | Path | None = None,
-                   overwrite: bool = False) -> Path:
-    """`save_pretrained` into a staging folder, add tokenizer files, then move it into place."""
+                   overwrite: bool = False, card=None) -> Path:
+    """`save_pretrained` into a staging folder, add tokenizer files and the model card (README.md), then move it
+    into place. An `out` that is, holds or sits inside `tokenizer_dir` (the supernet folder, typically) is refused
+    before anything is written. `card`: a `modelcard.CardInfo` (default: what the model itself tells)."""
+    from .modelcard import CardInfo, write_card
+
+    check_output(out, [("tokenizer_dir", tokenizer_dir)])
     with staged_dir(out, overwrite=overwrite) as stage:
         model.save_pretrained(stage)
         if tokenizer_dir is not None:
             copy_tokenizer_files(tokenizer_dir, stage)
+        write_card(stage, card or CardInfo.of_model(model, "extracted"), name=Path(out).name)
     return Path(out)
 
 

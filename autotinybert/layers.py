@@ -1,10 +1,11 @@
 """The one BERT implementation, elastic in every dimension.
 
 Both the SuperBERT (`supernet.py`) and the standalone Hugging Face models (`modeling.py`) are built from these
-modules. Parameters are allocated at a maximum size; `forward` takes an `Arch` and uses the first `layers`
-layers and the top-left block of every matrix (first rows = first output features, first columns = first input
-features), the first entries of every bias, LayerNorm and embedding column. A standalone model calls the same
-code with its own arch, so every slice there is the whole tensor and is skipped.
+modules. Parameters are allocated at a maximum size; `forward` takes an `Arch` and uses `layers` of the stored
+layers (the first ones, or those a supernet's depth rule picks: `Encoder.forward(layer_ids=...)`) and the top-left
+block of every matrix (first rows = first output features, first columns = first input features), the first
+entries of every bias, LayerNorm and embedding column. A standalone model calls the same code with its own arch,
+so every slice there is the whole tensor and is skipped.
 
 Module and parameter names follow `transformers`' BERT exactly (``encoder.layer.0.attention.self.query`` ...),
 so a standalone model with qkv == hidden is weight-for-weight a stock `BertModel`.
@@ -20,8 +21,9 @@ Attention layouts of the Q/K/V output features (and of the attention-output inpu
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +33,14 @@ from .arch import Arch
 
 Layout = Literal["head_major", "dim_major"]
 AttentionRequest = Literal["none", "last", "all"]
+Probe = Callable[[str, Tensor], None]
+"""Called by `Layer.forward` with intermediate tensors (importance scores read activations through it)."""
+LayerProbe = Callable[[str, int, Tensor], None]
+"""`Probe` plus the index of the stored layer that reported."""
+
+
+def _probe_at(probe: LayerProbe, index: int, name: str, tensor: Tensor) -> None:
+    probe(name, index, tensor)
 
 
 def sliced_linear(x: Tensor, layer: nn.Linear, out_features: int, in_features: int) -> Tensor:
@@ -71,8 +81,11 @@ def merge_heads(x: Tensor, layout: Layout) -> Tensor:
 
 
 def additive_mask(attention_mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    """(B, T) of 1 = token / 0 = padding -> (B, 1, 1, T) additive mask, or None when nothing is padded."""
-    if attention_mask is None or bool(attention_mask.all()):
+    """(B, T) of 1 = token / 0 = padding -> (B, 1, 1, T) additive mask, or None when nothing is padded.
+
+    Under torch.export (ONNX export) the mask is always applied: "is anything padded" depends on the data, which
+    an exported graph cannot branch on."""
+    if attention_mask is None or (not torch.compiler.is_exporting() and bool(attention_mask.all())):
         return None
     keep = attention_mask[:, None, None, :].to(torch.bool)
     return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill_(~keep, torch.finfo(dtype).min)
@@ -152,18 +165,24 @@ class Layer(nn.Module):
         self.output = DenseNorm(ffn, hidden, layer_norm_eps, hidden_dropout)
 
     def forward(self, x: Tensor, mask: Tensor | None, arch: Arch, layout: Layout,
-                need_probs: bool) -> tuple[Tensor, Tensor | None]:
+                need_probs: bool, probe: Probe | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """(output (B, T, hidden), attention probabilities, raw scores): with `need_probs`, the probabilities and
+        the pre-softmax scores q.k / sqrt(d) *before* the padding mask, each (B, h, T, T) (what TinyBERT-style
+        distillation fits); otherwise None, None (fused attention)."""
         # x: (B, T, hidden); mask: (B, 1, 1, T) additive or None
         hidden, qkv, heads = arch.hidden, arch.qkv, arch.heads
         attn = self.attention.self
         q = split_heads(sliced_linear(x, attn.query, qkv, hidden), heads, layout)  # (B, h, T, d)
         k = split_heads(sliced_linear(x, attn.key, qkv, hidden), heads, layout)
         v = split_heads(sliced_linear(x, attn.value, qkv, hidden), heads, layout)
+        if probe is not None:
+            probe("query", q)
+            probe("key", k)
         p_drop = attn.dropout if self.training else 0.0
+        raw = None
         if need_probs:
-            scores = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)  # (B, h, T, T)
-            if mask is not None:
-                scores = scores + mask
+            raw = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)  # (B, h, T, T), before the mask
+            scores = raw + mask if mask is not None else raw
             probs = scores.softmax(dim=-1)
             context = torch.matmul(F.dropout(probs, p_drop, self.training), v)
         else:
@@ -171,7 +190,13 @@ class Layer(nn.Module):
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop)
         x = self.attention.output(merge_heads(context, layout), x, hidden, qkv)
         h = F.gelu(sliced_linear(x, self.intermediate.dense, arch.ffn, hidden))  # (B, T, ffn)
-        return self.output(h, x, hidden, arch.ffn), probs
+        out = self.output(h, x, hidden, arch.ffn)
+        if probe is not None:
+            probe("context", context)  # (B, h, T, d): each head's output before the attention-output dense
+            probe("attention_norm", x)  # (B, T, hidden)
+            probe("ffn", h)  # (B, T, ffn), after the activation
+            probe("output_norm", out)  # (B, T, hidden)
+        return out, probs, raw
 
 
 @dataclass
@@ -179,6 +204,7 @@ class EncoderOutput:
     last_hidden_state: Tensor  # (B, T, hidden)
     hidden_states: tuple[Tensor, ...] | None  # embeddings then every layer, each (B, T, hidden)
     attentions: tuple[Tensor, ...] | None  # (B, h, T, T) per requested layer ("last": one entry)
+    attention_scores: tuple[Tensor, ...] | None = None  # the same layers' raw pre-softmax scores, before the mask
 
 
 class Encoder(nn.Module):
@@ -190,20 +216,28 @@ class Encoder(nn.Module):
         )
 
     def forward(self, x: Tensor, mask: Tensor | None, arch: Arch, layout: Layout,
-                output_hidden_states: bool = False, attentions: AttentionRequest = "none") -> EncoderOutput:
+                output_hidden_states: bool = False, attentions: AttentionRequest = "none",
+                layer_ids: Sequence[int] | None = None, probe: LayerProbe | None = None) -> EncoderOutput:
+        """layer_ids: which of the stored layers run, in order (default the first `arch.layers`; a supernet's
+        depth rule may pick others); probe: called with (name, layer index, tensor) at the points `Layer` reports."""
         all_hidden = [x] if output_hidden_states else None
         all_probs = [] if attentions != "none" else None
-        for i in range(arch.layers):
+        all_scores = [] if attentions != "none" else None
+        ids = range(arch.layers) if layer_ids is None else layer_ids
+        for i, index in enumerate(ids):
             need = attentions == "all" or (attentions == "last" and i == arch.layers - 1)
-            x, probs = self.layer[i](x, mask, arch, layout, need)
+            layer_probe = None if probe is None else functools.partial(_probe_at, probe, index)
+            x, probs, scores = self.layer[index](x, mask, arch, layout, need, layer_probe)
             if need:
                 all_probs.append(probs)
+                all_scores.append(scores)
             if output_hidden_states:
                 all_hidden.append(x)
         return EncoderOutput(
             last_hidden_state=x,
             hidden_states=tuple(all_hidden) if all_hidden is not None else None,
             attentions=tuple(all_probs) if all_probs is not None else None,
+            attention_scores=tuple(all_scores) if all_scores is not None else None,
         )
 
 

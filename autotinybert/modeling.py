@@ -80,6 +80,20 @@ class AutoTinyBertPreTrainedModel(PreTrainedModel):
     base_model_prefix = "bert"
     supports_gradient_checkpointing = False
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' loader; a truncated or foreign weights file is a `UserError` naming the folder."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except Exception as err:
+            if type(err).__name__ != "SafetensorError":
+                raise
+            from .errors import UserError
+
+            raise UserError(f"the weights in {pretrained_model_name_or_path} cannot be read ({err}): the "
+                            "model.safetensors file is truncated or not a safetensors file; copy or write the "
+                            "folder again") from None
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """BERT's initialisation (the SuperBERT's rule); tensors `from_pretrained` loaded are left as they are."""

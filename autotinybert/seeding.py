@@ -34,6 +34,13 @@ def derive_seed(*keys: int, purpose: str) -> int:
     return int(state[0]) << 31 ^ int(state[1])
 
 
+def stream_purpose(purpose: str, stream: str | None) -> str:
+    """The purpose tag of `purpose` in a named stream: ``"shuffle"`` alone, or ``"further-train/shuffle"``. A run
+    with a stream draws other batches, masks and dropout than a run of the same seed without one (further
+    training must not replay the supernet's first batches)."""
+    return purpose if not stream else f"{stream}/{purpose}"
+
+
 def numpy_rng(*keys: int, purpose: str) -> np.random.Generator:
     return np.random.default_rng(derive_seed(*keys, purpose=purpose))
 

@@ -9,6 +9,7 @@ Each dimension is a grid ``low, low+step, ..., high``. Two ways to cut attention
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -310,15 +311,19 @@ class SearchSpace:
         text = str(name_or_path)
         if text in PRESETS:
             return cls.preset(text)
+        if text in FROM_INIT:
+            raise SpaceError(f"space '{text}' is derived from a checkpoint: it needs init_from (in a training "
+                             "config), or `autotinybert space {text} init_from=DIR` to print it")
         path = Path(text)
         if path.suffix in (".yaml", ".yml", ".json") or path.exists():
             if not path.is_file():
-                raise SpaceError(f"search space file {path} does not exist")
+                raise SpaceError(f"search space file {path} is a folder; give a YAML file" if path.is_dir() else
+                                 f"search space file {path} does not exist")
             import yaml
 
             try:
-                data = yaml.safe_load(path.read_text())
-            except yaml.YAMLError as err:
+                data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except (yaml.YAMLError, UnicodeDecodeError) as err:
                 raise SpaceError(f"search space file {path} is not valid YAML: {err}") from None
             return cls.from_dict(data, name=path.stem)
         return cls.preset(text)  # raises the unknown-preset error
@@ -380,6 +385,72 @@ PRESETS: dict[str, dict[str, Any]] = {
 def space_as_dict(spec: str | Path | dict) -> dict[str, Any]:
     """A space spec (preset, YAML file or mapping) as a mapping, so that one of its keys can be overridden
     (``supernet.space.layers.max=3`` on a preset)."""
+    if is_from_init(spec):
+        raise SpaceError(f"space '{spec}' is derived from init_from and cannot be changed key by key; write it out "
+                         f"(`autotinybert space {spec} init_from=DIR as_json=true > space.yaml`), edit it, and pass "
+                         "the file as space")
     data = SearchSpace.load(spec).to_dict()
     data.pop("name")  # no longer the preset once a key is changed
     return data
+
+
+# Spaces derived from a pre-trained checkpoint (`init_from`): the max arch is the checkpoint's own.
+FROM_INIT = {"from-init": None, "from-init-heads": "heads", "from-init-dims": "dims"}
+
+
+def is_from_init(spec: Any) -> bool:
+    return isinstance(spec, str) and spec in FROM_INIT
+
+
+def _grid(high: int, low_fraction: float, divisions: int) -> DimRange:
+    """``high`` down to about ``high * low_fraction`` in about `divisions` steps (multiples of 8 once >= 8)."""
+    step = max(1, high // divisions)
+    if step >= 8:
+        step -= step % 8
+    target = max(1, math.ceil(high * low_fraction))
+    return DimRange(high - ((high - target) // step) * step, high, step)
+
+
+def from_init_cut(arch: Arch, objective: str = "kd") -> tuple[str, str]:
+    """(cut, reason) for a space derived from a checkpoint of `arch`.
+
+    kd needs the ``dims`` cut (attention distillation compares every head with the teacher's, so sub-models keep
+    the checkpoint's head count). Otherwise the head size decides: up to 64 the ``heads`` cut moves qkv in steps of
+    one head (BERT-base: 12 values of 64), which is fine-grained enough and keeps whole pre-trained heads; larger
+    heads would make that grid too coarse, so the ``dims`` cut trims every head instead."""
+    if objective == "kd":
+        return "dims", f"kd keeps the checkpoint's {arch.heads} heads (attention distillation compares them head by head)"
+    if arch.head_size <= 64:
+        return "heads", f"head size {arch.head_size} <= 64: qkv moves one whole head ({arch.head_size}) at a time"
+    return "dims", f"head size {arch.head_size} > 64: a whole head is too coarse a step, so each head's dims are cut"
+
+
+def space_from_arch(arch: Arch, cut: str, name: str = "from-init") -> SearchSpace:
+    """A space whose max arch is `arch`: layers 1..L, hidden from ~H/4 and FFN from ~F/8 in ~24 and ~48 steps
+    (16 / 32 for MiniLM's 384 / 1536), and attention by `cut`: ``heads`` 1..h at the checkpoint's head size, or
+    ``dims`` with h heads and qkv from ~qkv/4 in steps of one dimension per head."""
+    if cut not in ATTENTION_MODES:
+        raise SpaceError(f"cut must be one of {ATTENTION_MODES}, got {cut!r}")
+    data: dict[str, Any] = {"name": name, "attention": cut, "layers": [1, arch.layers],
+                            "hidden": _grid(arch.hidden, 0.25, 24).to_dict(), "ffn": _grid(arch.ffn, 0.125, 48).to_dict()}
+    if cut == "heads":
+        data.update(heads=[1, arch.heads], head_size=arch.head_size)
+    else:
+        qkv_low = arch.qkv - ((arch.qkv - max(arch.heads, arch.qkv // 4)) // arch.heads) * arch.heads
+        data.update(heads=arch.heads, qkv=[qkv_low, arch.qkv, arch.heads])
+    return SearchSpace.from_dict(data)
+
+
+def resolve_space(spec: str | Path | dict | SearchSpace, init_from: str | None = None,
+                  objective: str = "mlm") -> SearchSpace:
+    """A space spec as `SearchSpace.load` takes it, plus ``from-init`` (cut by `from_init_cut`), ``from-init-heads``
+    and ``from-init-dims``, derived from the checkpoint `init_from` (its config only is read)."""
+    if not is_from_init(spec):
+        return SearchSpace.load(spec)
+    if not init_from:
+        raise SpaceError(f"space '{spec}' is derived from a checkpoint: set init_from=DIR_OR_HUB_NAME")
+    from .pretrained import inspect_checkpoint
+
+    arch = inspect_checkpoint(str(init_from)).arch
+    cut = FROM_INIT[spec] or from_init_cut(arch, objective)[0]
+    return space_from_arch(arch, cut, name=str(spec))

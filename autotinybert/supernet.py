@@ -3,7 +3,9 @@
     model = SuperBertForMaskedLM(SuperBertConfig(space=SearchSpace.preset("mlm"), vocab_size=30522))
     out = model(input_ids, attention_mask, arch=Arch.parse("5-564-1054-8-512"), labels=labels)
 
-The arch is an argument of `forward`; nothing about it is stored on the modules.
+The arch is an argument of `forward`; nothing about it is stored on the modules. Which stored layers a sub-model of
+L layers runs is the config's depth rule (`depth_layers`: the first L, evenly spread, or ranked by importance);
+it is saved in ``config.json``, so extraction copies exactly the layers the supernet ran.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,16 +25,40 @@ from .arch import Arch
 from .errors import UserError
 from .initialization import init_bert_weights
 from .io import atomic_path, atomic_write_json, copy_tokenizer_files
-from .layers import Embeddings, Encoder, Layout, PredictionHeadTransform, TiedEmbedding, additive_mask, mlm_logits
+from .layers import (Embeddings, Encoder, LayerProbe, Layout, PredictionHeadTransform, TiedEmbedding, additive_mask,
+                     mlm_logits)
 from .space import SearchSpace
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 SUPERNET_TYPE = "autotinybert-supernet"
+DEPTH_RULES = ("first", "spread", "importance")
+"""Which stored layers a sub-model of L layers runs (`depth_layers`); extraction copies exactly those."""
 
 
 class SupernetError(UserError):
     """A supernet folder or an arch that the supernet cannot run."""
+
+
+def depth_layers(rule: str, layers: int, total: int, ranking: Sequence[int] | None = None) -> list[int]:
+    """The stored layers (ascending) a sub-model of `layers` layers runs, out of `total`.
+
+    * ``first``: 0 .. L-1 (the paper's rule);
+    * ``spread``: evenly spread, always ending with the last layer -- TinyBERT's uniform layer map,
+      ``floor((i + 1) * total / L) - 1``: 3 of 6 -> [1, 3, 5], 2 of 6 -> [2, 5], 1 of 6 -> [5];
+    * ``importance``: the first L entries of `ranking` (every layer once, most important first), in stored order.
+    """
+    if not 1 <= layers <= total:
+        raise SupernetError(f"a sub-model of {layers} layers does not fit in {total} stored layers")
+    if rule == "first":
+        return list(range(layers))
+    if rule == "spread":
+        return [(i + 1) * total // layers - 1 for i in range(layers)]
+    if rule == "importance":
+        if ranking is None or sorted(ranking) != list(range(total)):
+            raise SupernetError(f"depth rule 'importance' needs a ranking of all {total} layers, got {ranking!r}")
+        return sorted(ranking[:layers])
+    raise SupernetError(f"unknown depth rule {rule!r}; choose one of {DEPTH_RULES}")
 
 
 @dataclass
@@ -48,6 +74,8 @@ class SuperBertConfig:
     attention_probs_dropout_prob: float = 0.1
     initializer_range: float = 0.02
     pad_token_id: int | None = 0
+    depth_rule: str = "first"  # which stored layers a sub-model of L layers runs (`depth_layers`)
+    layer_ranking: list[int] | None = None  # depth rule 'importance': stored layers, most important first
     extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance (training run, tokenizer, ...)
 
     def __post_init__(self) -> None:
@@ -55,6 +83,13 @@ class SuperBertConfig:
             self.space = SearchSpace.load(self.space)
         if not isinstance(self.vocab_size, int) or self.vocab_size <= 0:
             raise SupernetError(f"vocab_size must be a positive integer, got {self.vocab_size!r}")
+        if self.layer_ranking is not None:
+            self.layer_ranking = [int(i) for i in self.layer_ranking]
+        depth_layers(self.depth_rule, 1, self.max_arch.layers, self.layer_ranking)  # a bad rule fails here
+
+    def layer_ids(self, layers: int) -> list[int]:
+        """The stored layers a sub-model of `layers` layers runs, under this supernet's depth rule."""
+        return depth_layers(self.depth_rule, layers, self.max_arch.layers, self.layer_ranking)
 
     @property
     def max_arch(self) -> Arch:
@@ -89,6 +124,7 @@ class SuperBertOutput:
     last_hidden_state: Tensor  # (B, T, hidden)
     hidden_states: tuple[Tensor, ...] | None = None  # embeddings + every layer, (B, T, hidden) each
     attentions: Tensor | None = None  # last layer's attention probabilities, (B, h, T, T)
+    attention_scores: Tensor | None = None  # last layer's raw pre-softmax scores (before the mask), (B, h, T, T)
     logits: Tensor | None = None  # MLM logits: (B, T, V), or (N, V) over labelled positions when labels are given
     loss: Tensor | None = None  # MLM cross-entropy over labelled positions (labels != -100)
 
@@ -170,12 +206,14 @@ class SuperBertForMaskedLM(nn.Module):
         output_hidden_states: bool = False,
         output_attentions: bool = False,
         return_logits: bool = False,
+        probe: LayerProbe | None = None,
     ) -> SuperBertOutput:
-        """Run sub-model `arch`.
+        """Run sub-model `arch` (its layers are those the config's depth rule picks for ``arch.layers``).
 
         input_ids, attention_mask, token_type_ids: (B, T). With `labels` (B, T; -100 = ignore), the MLM head runs
         only on the labelled positions and `loss` / `logits` (N, V) cover those. With `return_logits` and no labels,
-        logits are (B, T, V). `output_attentions` returns the last layer's attention probabilities.
+        logits are (B, T, V). `output_attentions` returns the last layer's attention probabilities. `probe` receives
+        intermediate activations as (name, layer index, tensor) (see `layers.Layer.forward`; "embeddings" has -1).
         """
         arch = self.check_arch(arch)
         emb = self.bert.embeddings
@@ -183,12 +221,16 @@ class SuperBertForMaskedLM(nn.Module):
                                                     emb.word_embeddings.padding_idx)
         x = emb(input_ids, token_type_ids, None, arch.hidden, words=words)
         mask = additive_mask(attention_mask, x.dtype)
+        if probe is not None:
+            probe("embeddings", -1, x)  # (B, T, hidden), after the embedding LayerNorm
+        layer_ids = None if self.config.depth_rule == "first" else self.config.layer_ids(arch.layers)
         enc = self.bert.encoder(x, mask, arch, self.config.layout, output_hidden_states,
-                                "last" if output_attentions else "none")
+                                "last" if output_attentions else "none", layer_ids, probe)
         out = SuperBertOutput(
             last_hidden_state=enc.last_hidden_state,
             hidden_states=enc.hidden_states,
             attentions=enc.attentions[-1] if output_attentions else None,
+            attention_scores=enc.attention_scores[-1] if output_attentions else None,
         )
         if labels is not None:
             selected = labels != -100

@@ -44,7 +44,7 @@ def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                    help="cpu: the thread's CPU time (robust on a shared machine; default); wall: elapsed time")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
+    p.add_argument("--backend", choices=("torch", "onnxruntime", "onnxruntime-int8"), default="torch")
     p.add_argument("--repeats", type=int, default=None)
     args = p.parse_args()
     started = time.time()

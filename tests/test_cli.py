@@ -35,6 +35,7 @@ def minimal_args(command: Command, root) -> list[str]:
         "train-model": ["out=o", f"corpus={root / 'corpus.txt'}", "model=m"],
         "prepare-corpus": [f"corpus={root / 'corpus.txt'}"],
         "extract": ["supernet=s", "arch=1-128-128-2-128", "out=o"],
+        "export": ["m"],
         "latency measure": ["out=lat.jsonl"],
         "latency fit": ["lat.jsonl", "out=p.json"],
         "latency bench": ["1-128-128-2-128"],
@@ -49,7 +50,7 @@ def minimal_args(command: Command, root) -> list[str]:
 
 
 POSITIONAL_VALUES = {"name": "cpu-mlm", "files": ["lat.jsonl"], "archs": ["1-128-128-2-128"], "a": "a.jsonl",
-                     "b": "b.jsonl", "run_dir": "runs/x"}
+                     "b": "b.jsonl", "run_dir": "runs/x", "model": "m"}
 
 
 def leaf_keys(cls: type[Config]) -> list[tuple[str, typing.Any]]:

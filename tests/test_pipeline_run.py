@@ -18,7 +18,7 @@ from autotinybert.pipeline.run import run_pipeline
 SPACE = {"attention": "heads", "layers": [1, 3], "hidden": [16, 48, 16], "ffn": [32, 192, 8], "heads": [1, 3],
          "head_size": 16}
 STAGES = ["tokenize", "supernet", "latency", "predictor", "search-200x", "fast-200x", "extract", "further-train",
-          "finetune", "report"]
+          "baselines", "finetune", "report"]
 
 
 def tiny_config(root):
@@ -33,11 +33,12 @@ def tiny_config(root):
         "predictor": {"kind": "analytic", "folds": 3},
         # the target is set per machine in the test; a wide window keeps the tiny space admissible on any host
         "search": {"speedups": [200], "window": [0.4, 2.5], "evaluator": "loss", "loss_max_sequences": 16,
-                   "population": 4, "generations": 2, "top_k": 1, "threads": 1, "plot": False, "fast": True,
+                   "population": 4, "generations": 2, "top_k": 2, "threads": 1, "plot": False, "fast": True,
                    "fast_pool": 2},
         "further_train": {"batch_size": 8, "max_steps": 4, "eval_every": 4, "eval_sequences": 16,
-                          "checkpoint_every": 2, "threads": 1},
-        "finetune": {"tasks": ["docpair"],
+                          "checkpoint_every": 2, "threads": 1, "top_k": 2},
+        "baselines": {"warmup_ratio": 0.1, "latency_candidates": 3},
+        "finetune": {"tasks": ["docpair"], "seeds": 2,
                      "config": {"learning_rate": 1e-3, "epochs": 1, "batch_size": 16, "max_seq_length": 32,
                                 "max_train_examples": 64, "max_eval_examples": 32, "threads": 1},
                      # sst2 is not among the tasks: its settings are accepted and wait unused
@@ -90,22 +91,60 @@ def test_end_to_end_rerun_change_and_resume(demo_root, monkeypatch):
         assert (run_dir / stage / "DONE.json").is_file() and (run_dir / stage / "config.json").is_file()
     assert json.loads((run_dir / "pipeline.json").read_text())["search"]["speedups"] == [speedup]
 
-    # the searched model, the fast-rule pick and the conventional baseline per target, scored on the task
-    assert [m.kind for m in result.models] == ["searched", "fast", "conventional"]
+    # top 2 further-trained, the better one the searched model; the fast-rule pick; the two baselines; scored
+    kinds = {m.kind: m for m in result.models}
+    assert sorted(m.kind for m in result.models) == ["candidate", "conventional-inherited", "conventional-scratch",
+                                                     "fast", "searched"]
     from autotinybert.search import satisfies_fast_rule
     from autotinybert.arch import Arch
-    assert satisfies_fast_rule(Arch.parse(result.models[1].arch))
-    conv = result.models[2]
+    assert satisfies_fast_rule(Arch.parse(kinds["fast"].arch))
+    searched, candidate = kinds["searched"], kinds["candidate"]
+    assert {searched.search_rank, candidate.search_rank} == {1, 2}
+    assert searched.selection_fitness >= candidate.selection_fitness  # -(validation loss after further training)
+    conv = kinds["conventional-scratch"]
+    assert conv.arch == kinds["conventional-inherited"].arch
     assert conv.arch.split("-")[2] == str(4 * int(conv.arch.split("-")[1]))  # BERT's rule: ffn = 4 hidden
     for m in result.models:
-        assert set(m.scores) == {"docpair"} and 0.0 <= m.scores["docpair"] <= 1.0
         assert m.measured_ms > 0 and m.predicted_ms > 0
+        if m.kind != "candidate":  # the candidate that was not chosen is not fine-tuned
+            assert set(m.scores) == {"docpair"} and 0.0 <= m.scores["docpair"] <= 1.0
+    assert candidate.scores == {}
+    # top_k 2: both candidates further-trained (each its own run), then compared by the evaluator
+    run_dir = demo_root / "run"
+    for m in (searched, candidate):
+        assert (Path(m.trained_dir) / "TRAINED.json").is_file() and m.selection_fitness is not None
+    assert searched.trained_dir != candidate.trained_dir
+
+    # the budgets: searched = supernet steps + further steps = conventional-scratch's own steps; inherited = searched
+    supernet_steps = json.loads((run_dir / "supernet" / "DONE.json").read_text())["outputs"]["steps"]
+    assert supernet_steps == 6 and searched.train_steps == 4 and searched.inherited_steps == 6
+    scratch, inherited = kinds["conventional-scratch"], kinds["conventional-inherited"]
+    assert scratch.inherited_steps == 0 and scratch.train_steps == supernet_steps + searched.train_steps
+    scratch_run = json.loads((Path(scratch.trained_dir) / "train_config.json").read_text())
+    assert (scratch_run["total_steps"], scratch_run["warmup_ratio"]) == (10, 0.1)
+    assert json.loads((Path(searched.trained_dir) / "train_config.json").read_text())["warmup_ratio"] == 0.0
+    assert (inherited.inherited_steps, inherited.train_steps) == (6, 4)
+
+    # fine-tuning: two seeds per (model, task), final-epoch mean and spread, best-on-dev beside it
+    stats = searched.tasks["docpair"]
+    assert stats.seeds == [0, 1] and len(stats.final) == 2 and stats.final_std is not None
+    assert searched.scores["docpair"] == pytest.approx(sum(stats.final) / 2)
+    assert searched.best_scores["docpair"] == pytest.approx(sum(stats.best) / 2)
 
     # the report, its plots and the fine-tuned model folder exist and load
     report = (run_dir / "report.md").read_text()
-    assert "searched" in report and "conventional" in report and conv.arch in report
-    assert f"{speedup}x: searched `{result.models[0].arch}`" in report and f"{speedup}x: fast" in report
-    p = sum(m.scores["docpair"] for m in result.models) / 3
+    assert "searched" in report and "conventional-scratch" in report and conv.arch in report
+    assert f"{speedup}x: searched `{searched.arch}`" in report and f"{speedup}x: fast" in report
+    assert "WNLI left out" in report
+    assert f"- {speedup}x searched `{searched.arch}`: 6 supernet + 4 further = 10 steps" in report
+    assert f"- {speedup}x conventional-inherited `{inherited.arch}`: 6 supernet + 4 further = 10 steps" in report
+    assert f"- {speedup}x conventional-scratch `{scratch.arch}`: 10 steps from scratch (warm-up 10 %)" in report
+    gap = 100 * (scratch.measured_ms / searched.measured_ms - 1)
+    assert f"latency gap: the baseline's measured {scratch.measured_ms:.2f} ms is {gap:+.1f} %" in report
+    assert "seed spread: SE of the gap" in report and "±" in report
+    assert f"rank {candidate.search_rank} `{candidate.arch}`" in report  # every further-trained candidate listed
+    scored = [m for m in result.models if m.scores]
+    p = sum(m.scores["docpair"] for m in scored) / len(scored)
     se = 100 * (p * (1 - p) / 24) ** 0.5  # binomial standard error of one accuracy on the 24 dev pairs
     assert f"- docpair: 24 dev examples (accuracy); one accuracy near {100 * p:.1f} % has a standard error of " \
            f"{se:.1f} points" in report
@@ -113,7 +152,7 @@ def test_end_to_end_rerun_change_and_resume(demo_root, monkeypatch):
     for png in ("speedup_vs_score.png", "search_progress.png", "predictor_fit.png"):
         assert mpimg.imread(run_dir / "report" / png).ndim == 3
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    model_dir = result.models[0].finetuned_dirs["docpair"]
+    model_dir = searched.finetuned_dirs["docpair"]
     task_result = json.loads((Path(model_dir).parent / "result.json").read_text())
     assert (task_result["train_examples"], task_result["eval_examples"]) == (64, {"dev": 24})  # config + task_configs
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
@@ -121,7 +160,7 @@ def test_end_to_end_rerun_change_and_resume(demo_root, monkeypatch):
     with torch.no_grad():
         logits = model(**tok(["Return the value."], ["Open the file."], return_tensors="pt")).logits
     assert logits.shape == (1, 2)
-    assert result.models[0].name in final_table(run_dir)
+    assert searched.name in final_table(run_dir)
     (run_dir / "report.md").unlink()
     assert main(["report", str(run_dir)]) == 0 and (run_dir / "report.md").read_text() == report
 
@@ -136,7 +175,7 @@ def test_end_to_end_rerun_change_and_resume(demo_root, monkeypatch):
     run(config, lines)
     d = decisions(lines)
     assert [d[s] for s in stages[:7]] == ["done"] * 7
-    assert [d[s] for s in stages[7:]] == ["re-running"] * 3
+    assert [d[s] for s in stages[7:]] == ["re-running"] * 4
 
     # a kill in the middle of the finetune stage: the rerun resumes that stage, nothing before it
     import autotinybert.downstream as downstream
@@ -159,7 +198,7 @@ def test_end_to_end_rerun_change_and_resume(demo_root, monkeypatch):
     run(config, lines)
     d = decisions(lines)
     assert d["finetune"] == "resuming" and d["further-train"] == "done"
-    first = json.loads((run_dir / "finetune" / "searched-" f"{speedup}x" / "suite.json").read_text())
+    first = json.loads((run_dir / "finetune" / "searched-" f"{speedup}x" / "seed-0" / "suite.json").read_text())
     assert first["tasks"]["docpair"]["resumed"] is True  # the model finished before the kill is read back
 
     # another seed: every stage that draws from it re-runs, and everything after them; the corpus stays
@@ -206,20 +245,30 @@ def test_a_kill_mid_training_resumes_to_the_uninterrupted_result(demo_root, tmp_
     assert decided[1]["supernet"] == "resuming" and decided[2]["further-train"] == "resuming"
     assert decided[2]["supernet"] == "done"
 
-    def weights():
-        folders = [tmp_path / "run" / "supernet" / "supernet"] + [Path(m.trained_dir) for m in resumed.models]
-        return [load_file(str(f / "model.safetensors")) for f in folders]
+    def weights(models):
+        """name -> weights: the supernet and every trained model."""
+        folders = {"supernet": tmp_path / "run" / "supernet" / "supernet"} | {
+            m.name: Path(m.trained_dir) for m in models}
+        return {name: load_file(str(f / "model.safetensors")) for name, f in folders.items()}
 
-    after_kills = weights()
+    after_kills = weights(resumed.models)
     # the same stages again, never interrupted (every other stage is reused)
     for stage in ("supernet", "further-train"):
         shutil.rmtree(tmp_path / "run" / stage)
     lines = []
     straight = run(config, lines)
     assert decisions(lines)["supernet"] == "running" and decisions(lines)["further-train"] == "running"
-    for a, b in zip(after_kills, weights()):
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert [m.scores for m in resumed.models] == [m.scores for m in straight.models]
+    # the baselines' arch is the conventional one timed closest to the searched model in the extract stage, which
+    # re-times after a new supernet: compare the models whose arch is the same in both runs (every model the
+    # killed stages trained, and the supernet)
+    same = {m.name for m in resumed.models for n in straight.models if (m.name, m.arch) == (n.name, n.arch)}
+    assert {m.name for m in resumed.models if m.kind in ("candidate", "searched", "fast")} <= same
+    uninterrupted = weights(straight.models)
+    for name in same | {"supernet"}:
+        a, b = after_kills[name], uninterrupted[name]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert [m.scores for m in resumed.models if m.name in same] == [m.scores for m in straight.models
+                                                                     if m.name in same]
 
 
 def test_torchrun_two_ranks_run_the_pipeline_like_one_process(demo_root, tmp_path):
@@ -249,8 +298,9 @@ def test_torchrun_two_ranks_run_the_pipeline_like_one_process(demo_root, tmp_pat
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "ranks"
     result = json.loads((out / "result.json").read_text())
-    assert [m["kind"] for m in result["models"]] == ["searched", "fast", "conventional"]
-    assert all(m["scores"]["docpair"] >= 0 for m in result["models"])
+    assert sorted(m["kind"] for m in result["models"]) == ["candidate", "conventional-inherited",
+                                                           "conventional-scratch", "fast", "searched"]
+    assert all(m["scores"]["docpair"] >= 0 for m in result["models"] if m["kind"] != "candidate")
     assert done.stdout.count("[supernet] running") == 1  # only rank 0 logs decisions
     workers = {json.loads(line)["worker"] for line in (out / "search-" f"{config['search']['speedups'][0]}x" /
                                                        "search" / "candidates.jsonl").read_text().splitlines()}
@@ -362,7 +412,7 @@ def test_demo_command_runs_the_packaged_config(tmp_path, capsys):
               "finetune.config.max_train_examples=64", "finetune.config.max_eval_examples=32", "progress=false"]
     assert main(["demo", f"out={out}", *shrink]) == 0
     printed = capsys.readouterr().out
-    assert "searched-160x" in printed and "conventional-220x" in printed and "from_pretrained(" in printed
+    assert "searched-160x" in printed and "conventional-scratch-220x" in printed and "from_pretrained(" in printed
     assert (out / "data" / "docpair" / "train.tsv").is_file() and (out / "report.md").is_file()
     model_dir = printed.split("fine-tuned model (")[1].split("): ")[1].splitlines()[0]
     from transformers import AutoModelForSequenceClassification

@@ -227,12 +227,15 @@ def test_config_errors():
         SearchConfig.from_dict({"speedup": 2, "latency_ms": 3})
     with pytest.raises(SearchConfigError, match="mutation_prob"):
         SearchConfig.from_dict({"speedup": 2, "mutation_prob": 1.5})
-    with pytest.raises(SearchConfigError, match="method: input should be 'evolved', 'random' or 'fast'"):
+    with pytest.raises(SearchConfigError, match="method: input should be 'evolved', 'random', 'fast' or 'pareto'"):
         SearchConfig.from_dict({"speedup": 2, "method": "bayes"})
     with pytest.raises(SearchConfigError, match="needs tasks"):
         SearchConfig.from_dict({"speedup": 2, "evaluator": "finetune", "supernet": "x", "data": "y"})
+    # the loss evaluator is the default; its supernet is required where it is built, so that Python callers who
+    # pass their own evaluator need none
+    assert SearchConfig.from_dict({"speedup": 2}).evaluator == "loss"
     with pytest.raises(SearchConfigError, match="needs a supernet"):
-        SearchConfig.from_dict({"speedup": 2, "evaluator": "loss"})
+        run_search({"speedup": 2, "space": "cpu-mlm", "progress": False}, predictor=PREDICTOR)
     with pytest.raises(SearchConfigError, match="no search space"):
         run_search({"speedup": 2, "progress": False}, evaluator=smooth_score, predictor=PREDICTOR)
     with pytest.raises(SearchConfigError, match="no latency predictor"):

@@ -115,10 +115,16 @@ def variants(value, annotation):
     return []
 
 
+# keys that only change once another is set: path -> (that key's path, its value)
+REQUIRES = {("supernet", "importance"): (("supernet", "init_from"), "/fp/checkpoint")}
+
+
 @cache
 def changed(path):
     """The config with the value at `path` changed (the first change that validates and sticks), or None."""
     data = BASE.to_dict()
+    if path in REQUIRES:
+        data = with_value(data, *REQUIRES[path])
     for candidate in variants(get(data, path), annotation_at(path)):
         try:
             cfg = Unchecked.from_dict(with_value(data, path, candidate))
@@ -201,7 +207,8 @@ def effect(path):
 
 def test_the_plan_has_every_kind_of_stage():
     assert [s.name for s in plan(BASE)] == ["tokenize", "latency", "predictor", "supernet", "search-200x",
-                                            "fast-200x", "extract", "further-train", "finetune", "report"]
+                                            "fast-200x", "extract", "further-train", "baselines", "finetune",
+                                            "report"]
 
 
 @pytest.mark.parametrize("path", LEAVES, ids=[".".join(p) for p in LEAVES])
@@ -272,9 +279,13 @@ def test_only_out_progress_and_unused_task_settings_reach_no_fingerprint():
 def test_what_the_seed_and_the_downstream_folder_reach():
     assert "seed" in type(base_values()["supernet"][0]).model_fields
     assert {"latency", "predictor", "supernet", "search-200x", "fast-200x", "extract", "further-train",
-            "finetune"} <= effect(("seed",))[0]
-    # the folder of the task data: read by fine-tuning and by a search with the finetune evaluator only
-    assert effect(("data", "downstream"))[0] == {"search-200x", "fast-200x", "finetune"}
+            "baselines", "finetune"} <= effect(("seed",))[0]
+    # the folder of the task data: read by fine-tuning and, with the finetune evaluator only, by the searches and by
+    # the choice among the further-trained top k (none to make with top_k 1)
+    assert effect(("data", "downstream"))[0] == {"search-200x", "fast-200x", "further-train", "finetune"}
+    top1 = BASE.replace(further_train={**BASE.further_train.to_dict(), "top_k": 1})
+    moved = stage_values(top1.replace(data={**top1.data.to_dict(), "downstream": "/fp/elsewhere"}))
+    assert moved["further-train"][2] == stage_values(top1)["further-train"][2]
     loss = Unchecked.from_dict(base_dict(evaluator="loss"))
     moved = stage_values(loss.replace(data={**loss.data.to_dict(), "downstream": "/fp/elsewhere"}))
     for name, (_, chained, own) in stage_values(loss).items():

@@ -28,10 +28,14 @@ TINY = {
 }
 
 
-def make_supernet(mode: str, seed: int = 0) -> SuperBertForMaskedLM:
+DEPTH_RULES = {"first": None, "spread": None, "importance": [1, 2, 0]}  # rule -> layer ranking
+
+
+def make_supernet(mode: str, seed: int = 0, depth_rule: str = "first") -> SuperBertForMaskedLM:
     torch.manual_seed(seed)  # parameter init only; every draw in the library itself uses explicit generators
     space = SearchSpace.from_dict(TINY[mode], name=f"tiny-{mode}")
-    model = SuperBertForMaskedLM(SuperBertConfig(space=space, vocab_size=VOCAB, max_position_embeddings=32))
+    model = SuperBertForMaskedLM(SuperBertConfig(space=space, vocab_size=VOCAB, max_position_embeddings=32,
+                                                 depth_rule=depth_rule, layer_ranking=DEPTH_RULES[depth_rule]))
     with torch.no_grad():  # non-trivial LayerNorms and biases so slicing mistakes cannot hide behind 1s and 0s
         for name, p in model.named_parameters():
             if "LayerNorm" in name or name.endswith("bias"):
@@ -50,9 +54,10 @@ def batch(seed: int = 1, B: int = 3, T: int = 11):
     return ids, mask, types
 
 
+@pytest.mark.parametrize("depth_rule", list(DEPTH_RULES))
 @pytest.mark.parametrize("mode", ["heads", "dims"])
-def test_extracted_models_equal_supernet_on_50_random_archs(mode):
-    supernet = make_supernet(mode)
+def test_extracted_models_equal_supernet_on_50_random_archs(mode, depth_rule):
+    supernet = make_supernet(mode, depth_rule=depth_rule)
     ids, mask, types = batch()
     rng = np.random.default_rng(0)
     archs = {supernet.space.max_arch, supernet.space.min_arch}
@@ -221,12 +226,13 @@ def test_head_losses_match_stock_bert():
                                                                  torch.tensor([0.5, 1.0, 4.0])))
 
 
+@pytest.mark.parametrize("depth_rule", list(DEPTH_RULES))
 @pytest.mark.parametrize("mode", ["heads", "dims"])
-def test_supernet_gradients_equal_standalone_gradients(mode):
+def test_supernet_gradients_equal_standalone_gradients(mode, depth_rule):
     """Backward through the slices (and the tied-embedding autograd function) equals the standalone model's."""
     from autotinybert.extract import sub_state_dict
 
-    supernet = make_supernet(mode)
+    supernet = make_supernet(mode, depth_rule=depth_rule)
     ids, mask, types = batch()
     ids[0, 3] = 0  # a padding-id token: its embedding row gets no lookup gradient (nn.Embedding semantics)
     labels = torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(0)) < 0.4, ids, -100)
@@ -241,6 +247,36 @@ def test_supernet_gradients_equal_standalone_gradients(mode):
                        for k, p in supernet.named_parameters()}
         shapes = {k: p.shape for k, p in model.named_parameters()}
         # slice the supernet's gradients exactly as extraction slices its weights
-        expected = sub_state_dict(super_grads, supernet.config.layout, arch, shapes)
+        expected = sub_state_dict(super_grads, supernet.config.layout, arch, shapes,
+                                  supernet.config.layer_ids(arch.layers))
         for name, p in model.named_parameters():
             assert torch.allclose(p.grad, expected[name], atol=1e-6), (str(arch), name)
+
+
+def test_depth_rules_pick_the_documented_layers():
+    from autotinybert.supernet import depth_layers
+
+    assert [depth_layers("first", n, 6) for n in (1, 3, 6)] == [[0], [0, 1, 2], list(range(6))]
+    assert [depth_layers("spread", n, 6) for n in range(1, 7)] == [[5], [2, 5], [1, 3, 5], [0, 2, 3, 5],
+                                                                   [0, 1, 2, 3, 5], list(range(6))]
+    assert depth_layers("importance", 2, 4, [3, 1, 0, 2]) == [1, 3]
+    with pytest.raises(SupernetError, match="ranking"):
+        depth_layers("importance", 2, 4, [3, 1])
+    with pytest.raises(SupernetError, match="unknown depth rule"):
+        SuperBertConfig(space=SearchSpace.from_dict(TINY["heads"]), vocab_size=VOCAB, depth_rule="last")
+
+
+@pytest.mark.parametrize("depth_rule", ["spread", "importance"])
+def test_depth_rule_runs_the_picked_layers_and_survives_save_and_load(depth_rule, tmp_path):
+    supernet = make_supernet("dims", depth_rule=depth_rule)
+    ids, mask, types = batch()
+    arch = Arch.parse("2-40-72-4-48")
+    picked = supernet.config.layer_ids(2)
+    assert picked == ([0, 2] if depth_rule == "spread" else [1, 2])
+    ran = []
+    with torch.no_grad():
+        out = supernet(ids, mask, types, arch=arch, probe=lambda name, i, t: ran.append(i) if name == "ffn" else None)
+        supernet.save_pretrained(tmp_path / "sn")
+        again = SuperBertForMaskedLM.from_pretrained(tmp_path / "sn").eval()(ids, mask, types, arch=arch)
+    assert ran == picked
+    assert again.last_hidden_state.equal(out.last_hidden_state)

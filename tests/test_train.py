@@ -188,8 +188,8 @@ def test_the_teacher_gets_no_gradient(teacher_dir, trained):
     ids = torch.randint(5, teacher.vocab_size, (2, 12))
     mask = torch.ones_like(ids)
     out = teacher(ids, mask)
-    assert not out.hidden.requires_grad and not out.attentions.requires_grad
-    loss = student(ids, mask, arch=Arch.parse("1-16-32-4-16"), teacher=out)
+    assert not out.hidden.requires_grad and not out.scores.requires_grad
+    loss = student(ids, mask, arch=Arch.parse("1-16-32-4-16"), teacher=out).loss
     loss.backward()
     assert all(p.grad is None for p in teacher.model.parameters())
     assert not any(p.requires_grad for p in teacher.model.parameters()) and not teacher.model.training
@@ -227,6 +227,14 @@ def test_further_training_of_an_extracted_model(root, trained):
     evals = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["event"] == "eval"]
     assert evals[-1]["val_loss_model"] < evals[0]["val_loss_model"]
     assert (run / "tokenizer.json").is_file()
+    from autotinybert.modelcard import read_metadata  # the model card: YAML metadata matching metrics.jsonl
+
+    card = read_metadata(run)
+    assert card["library_name"] == "transformers" and card["autotinybert"]["kind"] == "further-trained"
+    assert card["autotinybert"]["training"]["steps"] == 4 and card["autotinybert"]["arch"] == "1-32-64-2-32"
+    metrics = card["model-index"][0]["results"][0]["metrics"]
+    assert metrics[0]["value"] == pytest.approx(evals[-1]["val_loss_model"])
+    assert read_metadata(model_dir)["autotinybert"]["kind"] == "extracted"
     from autotinybert.data import prepare_corpus
 
     other = prepare_corpus(root / "corpus.txt", None, max_seq_length=24, cache_dir=root / "cache",

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from ..errors import UserError
 
-MODULES = ("run", "demo", "space", "train", "extract", "latency", "search", "finetune")
+MODULES = ("run", "demo", "space", "train", "extract", "export", "latency", "search", "finetune")
 
 
 @dataclass(frozen=True)
@@ -185,6 +185,13 @@ def find(all_commands: list[Command], argv: list[str]) -> tuple[Command | None, 
     return None, argv
 
 
+def _error(message: str) -> int:
+    """One `error:` line on stderr (a multi-line message is joined), exit status 2."""
+    print("error: " + " ".join(line.strip() for line in message.strip().splitlines() if line.strip()),
+          file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     all_commands = commands()
@@ -214,10 +221,24 @@ def main(argv: list[str] | None = None) -> int:
             print(command_help(command))
             return 0
         config = parse(command, rest)
+        if not getattr(config, "progress", False):  # progress=false, or a command without bars: our lines only
+            from ..quiet import quiet_libraries
+
+            quiet_libraries()
         return int(command.run(config) or 0)
-    except (UserError, FileExistsError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except UserError as err:
+        return _error(str(err))
+    except OSError as err:  # permission, read-only, disk full, exists, not a folder ...: the path and the fix
+        from ..io import describe_os_error
+
+        return _error(describe_os_error(err) if err.errno is not None else str(err))
+    except UnicodeDecodeError as err:  # a safety net: loaders name the file themselves
+        return _error(f"a file is not UTF-8 text ({err.reason} at byte {err.start}); give a text file")
+    except Exception as err:
+        if type(err).__name__ != "SafetensorError":  # a safety net for a truncated or foreign .safetensors file
+            raise
+        return _error(f"a .safetensors file cannot be read ({err}); it is truncated or not a safetensors file: "
+                      "write it again")
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

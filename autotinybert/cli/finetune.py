@@ -18,7 +18,9 @@ def run_finetune(config) -> int:
 
 def run_evaluate(config) -> int:
     from ..downstream import evaluate_suite
+    from ..io import check_output
 
+    check_output(config.out, [("model", config.model), ("data", config.data)])
     suite = evaluate_suite(config.model, config.tasks, config.data, config.out, config.settings(),
                            resume=config.resume, overwrite=config.overwrite)
     for which in ("best", "final"):

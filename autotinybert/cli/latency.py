@@ -23,11 +23,13 @@ def run_fit(config) -> int:
     from pathlib import Path
 
     from ..errors import UserError
+    from ..io import check_output
     from ..latency import fit_predictor, load_datasets
 
     out = Path(config.out)
     if out.is_dir():
         raise UserError(f"out={out} is a folder; give a file path ending in .json or .safetensors")
+    check_output(out, [("files", f) for f in config.files] + [("test", f) for f in config.test or []], folder=False)
     dataset = load_datasets(config.files)
     tests = load_datasets(config.test) if config.test else None
     predictor = fit_predictor(dataset, kind=config.kind, folds=config.folds, seed=config.seed)

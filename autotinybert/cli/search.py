@@ -41,6 +41,8 @@ def run_search_command(config) -> int:
     rank, _ = distributed_world()
     if rank != 0:
         return 0
+    if result.front is not None:
+        return _print_front(result)
     print(f"{result.method} search: {result.window.describe()}")
     print(f"space '{result.space.name}' ({result.space.size():,} archs); {len(result.candidates)} candidates "
           f"({result.resumed} from the earlier run, {result.evaluated} evaluated now) in {result.wall_s:.1f} s")
@@ -54,6 +56,18 @@ def run_search_command(config) -> int:
         fit = "failed" if r.fitness is None else f"{r.fitness:.4g}"
         print(f"  {i}. {r.arch}  fitness {fit}  {r.latency_ms:.3f} ms ({r.speedup:.2f}x)  {scores}")
     print(f"wrote {result.out}/candidates.jsonl, best.json" + (", search.png" if config.plot else ""))
+    return 0
+
+
+def _print_front(result) -> int:
+    print(f"pareto search (NSGA-II) over space '{result.space.name}' ({result.space.size():,} archs): "
+          f"{len(result.candidates)} candidates ({result.resumed} from the earlier run, {result.evaluated} evaluated "
+          f"now) in {result.wall_s:.1f} s; predicted latency {result.window.low_ms:.3f}..{result.window.high_ms:.3f} "
+          f"ms, BERT-base {result.window.reference_ms:.3f} ms")
+    print(f"front: {len(result.front)} non-dominated archs (score up, latency down), fastest first:")
+    for r in result.front:
+        print(f"  {r.arch:<22} {r.latency_ms:9.3f} ms {r.speedup:7.2f}x  fitness {r.fitness:.4g}")
+    print(f"wrote {result.out}/candidates.jsonl, pareto.jsonl, best.json, pareto.png")
     return 0
 
 
@@ -85,7 +99,9 @@ COMMANDS = [
                       "budget.max_steps=200",
                       "autotinybert search ... out=runs/search10x resume=true     # continue an interrupted search",
                       "torchrun --nproc-per-node 4 -m autotinybert search ...      # evaluate over 4 ranks",
-                      "autotinybert search --config search.yaml seed=3")),
+                      "autotinybert search --config search.yaml seed=3",
+                      "autotinybert search ... method=pareto generations=8 population=24 out=runs/front   "
+                      "# the score/latency front in one search")),
     Command("rank-eval", "ranking quality of one score set against another (pairwise accuracy, Kendall tau)",
             f"{__name__}:RankEvalConfig", run_rank_eval,
             examples=("autotinybert rank-eval runs/loss/candidates.jsonl runs/ft/candidates.jsonl",

@@ -7,8 +7,9 @@
 
 Packing: the paragraphs of one document are tokenized in batches (fast tokenizer, no special tokens), joined, and
 cut into pieces of ``max_seq_length - 2`` tokens; every piece becomes ``[CLS] piece [SEP]`` padded to the length.
-No sequence spans two documents. The cache key covers the files (paths, sizes, mtimes), the tokenizer's full
-definition, the length and the split settings: a second call reuses the arrays, any change rebuilds them.
+No sequence spans two documents. The cache key covers the files' contents (SHA-256; not their paths or times), the
+tokenizer's full definition, the length and the split settings: a second call reuses the arrays, any change rebuilds
+them. A tokenizer trained on the corpus is deterministic and cached under the same content key.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..io import atomic_write_json, staged_dir
-from .corpus import CorpusError, CorpusFile, list_corpus_files, read_documents
+from ..io import atomic_write_json, check_writable, staged_dir
+from .corpus import CorpusError, CorpusFile, corpus_digest, list_corpus_files, read_documents
 from .tokenizer import load_tokenizer, tokenizer_fingerprint, train_wordpiece
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: keyed by file contents
 DEFAULT_CACHE_DIR = Path(os.environ.get("AUTOTINYBERT_CACHE", "~/.cache/autotinybert")).expanduser()
 _BATCH_PARAGRAPHS = 2048  # paragraphs per encode_batch call
 
@@ -54,7 +55,7 @@ class PreparedCorpus:
 
 def corpus_fingerprint(files: list[CorpusFile], tokenizer_hash: str, max_seq_length: int, val_fraction: float,
                        val_max_sequences: int) -> str:
-    key = {"version": CACHE_VERSION, "files": [[str(f.path), f.size, f.mtime_ns] for f in files],
+    key = {"version": CACHE_VERSION, "files": corpus_digest(files),
            "tokenizer": tokenizer_hash, "max_seq_length": max_seq_length, "val_fraction": val_fraction,
            "val_max_sequences": val_max_sequences}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
@@ -170,9 +171,9 @@ def prepare_corpus(
     files = list_corpus_files(corpus)
     cache_root = Path(cache_dir).expanduser() if cache_dir is not None else DEFAULT_CACHE_DIR
     if tokenizer is None:
-        files_key = hashlib.sha256(json.dumps([[str(f.path), f.size, f.mtime_ns] for f in files]).encode())
-        tok_dir = cache_root / "tokenizers" / f"wordpiece-{tokenizer_vocab_size}-{files_key.hexdigest()[:16]}"
+        tok_dir = cache_root / "tokenizers" / f"wordpiece-{tokenizer_vocab_size}-{corpus_digest(files)[:16]}"
         if not (tok_dir / "tokenizer.json").is_file():
+            check_writable(cache_root, key="cache_dir")
             train_wordpiece(files, tok_dir, vocab_size=tokenizer_vocab_size, overwrite=True)
         tokenizer = tok_dir
     tok = load_tokenizer(tokenizer)
@@ -181,13 +182,16 @@ def prepare_corpus(
         # a hub name: keep a local copy so that the run folder can ship the tokenizer files
         tok_dir = cache_root / "tokenizers" / f"hub-{tokenizer_fingerprint(tok)}"
         if not (tok_dir / "tokenizer.json").is_file():
-            tok.save_pretrained(tok_dir)
+            check_writable(cache_root, key="cache_dir")
+            with staged_dir(tok_dir, overwrite=True) as stage:
+                tok.save_pretrained(stage)
     fingerprint = corpus_fingerprint(files, tokenizer_fingerprint(tok), max_seq_length, val_fraction,
                                      val_max_sequences)
     out = cache_root / "corpus" / fingerprint
     meta_file = out / "meta.json"
     reused = meta_file.is_file()
     if not reused:
+        check_writable(cache_root, key="cache_dir")
         started = time.perf_counter()
         sequences, keys, stats = tokenize_and_pack(files, tok, max_seq_length, progress)
         seconds = time.perf_counter() - started
@@ -199,11 +203,15 @@ def prepare_corpus(
             np.save(stage / "validation.npy", sequences[val_mask])
             atomic_write_json(stage / "meta.json", {
                 "fingerprint": fingerprint, "version": CACHE_VERSION, "max_seq_length": max_seq_length,
-                "tokenizer": str(tok_dir.resolve()), "files": [str(f.path) for f in files], "stats": stats})
-    meta = json.loads(meta_file.read_text())
-    stats = {**meta["stats"], "reused": reused}
+                "tokenizer": tokenizer_fingerprint(tok), "corpus_sha256": corpus_digest(files),
+                "files": len(files), "stats": stats})
+    try:
+        meta = json.loads(meta_file.read_text())
+        stats = {**meta["stats"], "reused": reused}
+        train, validation = np.load(out / "train.npy", mmap_mode="r"), np.load(out / "validation.npy", mmap_mode="r")
+    except (OSError, ValueError, KeyError) as err:
+        raise CorpusError(f"the corpus cache {out} is damaged ({err}); delete that folder and run again") from None
     return PreparedCorpus(
-        cache_dir=out, fingerprint=fingerprint,
-        train=np.load(out / "train.npy", mmap_mode="r"), validation=np.load(out / "validation.npy", mmap_mode="r"),
+        cache_dir=out, fingerprint=fingerprint, train=train, validation=validation,
         tokenizer_dir=tok_dir.resolve(), tokenizer=tok, max_seq_length=max_seq_length,
         pad_token_id=tok.pad_token_id, stats=stats)

@@ -2,14 +2,16 @@
 
 GLUE files are read as the BERT code reads them: tab-separated, no quote processing (QNLI keeps its stray ``"``),
 a UTF-8 BOM dropped (MRPC has one), CoLA without a header. A row with the wrong number of fields or a label
-outside the task's label set is an error naming ``file:line``.
+outside the task's label set is an error naming ``file:line`` -- except in QQP, whose reference processors (BERT's
+and transformers' `QqpProcessor`: ``except IndexError: continue``) skip rows with missing fields: so does this
+reader, and it counts them (`TaskData.skipped`, and the note that reaches result.json).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -49,12 +51,26 @@ class TaskData:
     dev: dict[str, tuple]
     source: str
     note: str = ""           # e.g. "SQuAD dev split by article (38 train / 10 eval articles)"
+    skipped: dict[str, int] = field(default_factory=dict)  # split -> rows skipped for missing fields (QQP)
+
+
+# Tasks whose reference processors skip a row with missing fields instead of failing.
+SKIPS_SHORT_ROWS = frozenset({"qqp"})
+
+
+@dataclass(frozen=True)
+class GlueFile:
+    """The examples of one GLUE TSV file and the line numbers of the rows skipped for missing fields."""
+
+    examples: tuple[TextExample, ...]
+    skipped_lines: tuple[int, ...] = ()
 
 
 # ---------------------------------------------------------------- GLUE TSV
 
-def read_tsv_rows(path: str | Path, header: bool) -> list[tuple[int, list[str]]]:
-    """(line number, fields) for every data row; checks every row has as many fields as the header (or the first row)."""
+def read_tsv_rows(path: str | Path, header: bool, check_width: bool = True) -> list[tuple[int, list[str]]]:
+    """(line number, fields) for every data row; checks every row has as many fields as the header (or the first
+    row) unless `check_width` is off (then the caller decides what a short row means)."""
     path = Path(path)
     if not path.is_file():
         raise TaskError(f"missing data file {path}")
@@ -70,7 +86,7 @@ def read_tsv_rows(path: str | Path, header: bool) -> list[tuple[int, list[str]]]
             width = len(fields)
             if header:
                 continue
-        if len(fields) != width:
+        if check_width and len(fields) != width:
             raise TaskError(f"{path}:{number}: malformed row: {len(fields)} tab-separated fields, expected {width} "
                             f"(as in {'the header' if header else 'line 1'}); fix or remove the row")
         rows.append((number, fields))
@@ -79,16 +95,25 @@ def read_tsv_rows(path: str | Path, header: bool) -> list[tuple[int, list[str]]]
 
 def read_glue_file(spec: TaskSpec, path: str | Path, split: str) -> tuple[TextExample, ...]:
     """The examples of one GLUE TSV file of `spec`'s layout."""
+    return read_glue_rows(spec, path, split).examples
+
+
+def read_glue_rows(spec: TaskSpec, path: str | Path, split: str) -> GlueFile:
+    """The examples of one GLUE TSV file of `spec`'s layout, and (QQP) the rows skipped for missing fields."""
     layout = spec.layout
     assert layout is not None, spec.name
+    skips = spec.name in SKIPS_SHORT_ROWS
     label_index = {label: i for i, label in enumerate(spec.labels)}
-    examples = []
-    for number, fields in read_tsv_rows(path, layout.header):
+    examples, skipped = [], []
+    for number, fields in read_tsv_rows(path, layout.header, check_width=not skips):
         try:
             text_a = fields[layout.text_a]
             text_b = fields[layout.text_b] if layout.text_b is not None else None
             raw = fields[layout.label].strip()
         except IndexError:
+            if skips:  # QqpProcessor: `except IndexError: continue`
+                skipped.append(number)
+                continue
             raise TaskError(f"{path}:{number}: row has {len(fields)} fields, too few for {spec.name} "
                             f"(is this the {spec.folder} file?)") from None
         if spec.kind == "regression":
@@ -104,7 +129,18 @@ def read_glue_file(spec: TaskSpec, path: str | Path, split: str) -> tuple[TextEx
                                 f"{list(spec.labels)} (a test file without labels, or the wrong task?)")
             label = label_index[raw]
         examples.append(TextExample(f"{split}-{number}", text_a, text_b, label))
-    return tuple(examples)
+    return GlueFile(tuple(examples), tuple(skipped))
+
+
+def skipped_note(spec: TaskSpec, files: dict[str, GlueFile]) -> str:
+    """'' or a sentence counting the rows skipped for missing fields per split (with their first line numbers)."""
+    parts = [f"{split} {len(f.skipped_lines):,} (line{'s' if len(f.skipped_lines) > 1 else ''} "
+             f"{', '.join(map(str, f.skipped_lines[:5]))}{', ...' if len(f.skipped_lines) > 5 else ''})"
+             for split, f in files.items() if f.skipped_lines]
+    if not parts:
+        return ""
+    return (f"{spec.folder}: skipped rows with missing fields, as GLUE's {spec.folder.capitalize()}Processor does: "
+            + "; ".join(parts))
 
 
 # ---------------------------------------------------------------- SQuAD v1.1
@@ -193,9 +229,13 @@ def _load_task_cached(name: str, data_dir: str, need_train: bool, squad_article_
             return TaskData(spec.name, train, {"dev": held}, str(folder), note)
         train = read_squad_file(folder / spec.train_file) if need_train else ()
         return TaskData(spec.name, train, {"dev": read_squad_file(folder / spec.dev_files[0][1])}, str(folder))
-    train = read_glue_file(spec, folder / spec.train_file, "train") if need_train else ()
-    dev = {split: read_glue_file(spec, folder / file, split) for split, file in spec.dev_files}
-    return TaskData(spec.name, train, dev, str(folder))
+    files = {split: read_glue_rows(spec, folder / file, split) for split, file in spec.dev_files}
+    if need_train:
+        files = {"train": read_glue_rows(spec, folder / spec.train_file, "train"), **files}
+    train = files["train"].examples if need_train else ()
+    dev = {split: files[split].examples for split, _ in spec.dev_files}
+    return TaskData(spec.name, train, dev, str(folder), skipped_note(spec, files),
+                    {split: len(f.skipped_lines) for split, f in files.items() if f.skipped_lines})
 
 
 def load_task(spec: TaskSpec, data_dir: str | Path, need_train: bool = True,

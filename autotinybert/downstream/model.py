@@ -62,13 +62,31 @@ def load_model(source, spec: TaskSpec, seed: int, new_weights: set[str] | None =
     if not (path / "config.json").is_file():
         raise UserError(f"model folder {path} has no config.json; pass a save_pretrained folder")
     auto = AutoModelForQuestionAnswering if spec.kind == "span" else AutoModelForSequenceClassification
+    if _model_type(path) == "autotinybert-supernet":
+        raise UserError(f"{path} is a supernet folder, not a model: extract a sub-model first (autotinybert extract "
+                        f"supernet={path} arch=... out=DIR) and fine-tune that folder")
     try:
         model, info = auto.from_pretrained(str(path), output_loading_info=True, **head_config(spec))
-    except (OSError, ValueError, KeyError) as err:
-        raise UserError(f"cannot load {path} with {auto.__name__}: {err}") from None
+    except Exception as err:  # OSError, ValueError, KeyError, safetensors' SafetensorError (truncated file) ...
+        if not isinstance(err, (OSError, ValueError, KeyError, RuntimeError)) and \
+                type(err).__name__ != "SafetensorError":
+            raise
+        raise UserError(f"cannot load the model folder {path} with {auto.__name__}: {err}; pass a complete "
+                        "save_pretrained folder (config.json + model.safetensors), e.g. one `autotinybert extract` "
+                        "or `train-model` wrote") from None
     missing = set(info.get("missing_keys", ()))
     init_new_weights(model, missing, seed)
     return LoadedModel(model, {"source": str(path), "new_parameters": sorted(missing)})
+
+
+def _model_type(folder: Path) -> str | None:
+    """config.json's model_type (None when unreadable: the loader then says what is wrong)."""
+    import json
+
+    try:
+        return json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def describe_model(loaded: LoadedModel, source) -> dict[str, Any]:

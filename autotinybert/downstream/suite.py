@@ -1,5 +1,8 @@
 """Run several tasks on one model and aggregate them like the paper: GLUE "score" and "avg" (with SQuAD).
 
+The paper's GLUE score averages 8 tasks: WNLI is reported in its column but left out of both aggregates (its dev
+set is adversarial to its train set, and BERT's paper left it out for that reason).
+
 Each task writes OUT/<task>/ (see `finetune`); a task whose OUT/<task>/result.json already exists is read back
 instead of re-run, so an interrupted suite resumes where it stopped.
 """
@@ -21,6 +24,7 @@ from .tasks import TaskSpec, parse_tasks
 PAPER_ORDER = ("squad", "sst2", "mnli", "mrpc", "cola", "qnli", "qqp", "stsb", "rte", "wnli")
 COLUMN = {"squad": "SQuAD", "sst2": "SST-2", "mnli": "MNLI", "mrpc": "MRPC", "cola": "CoLA", "qnli": "QNLI",
           "qqp": "QQP", "stsb": "STS-B", "rte": "RTE", "wnli": "WNLI"}
+NOT_AVERAGED = frozenset({"wnli"})  # reported, never in "score" or "avg" (the paper's tables)
 
 
 @dataclass
@@ -38,7 +42,8 @@ class TaskScore:
 
 @dataclass
 class SuiteResult:
-    """Scores per task and the paper's aggregates (fractions): `score` = mean over GLUE tasks, `avg` = over all."""
+    """Scores per task and the paper's aggregates (fractions): `score` = mean over the GLUE tasks but WNLI, `avg` =
+    the same plus SQuAD."""
 
     model: str
     tasks: dict[str, TaskScore]
@@ -65,10 +70,12 @@ class SuiteResult:
 
 
 def aggregate(scores: dict[str, float]) -> tuple[float | None, float | None]:
-    """(score, avg): the mean over GLUE tasks, and the mean over all tasks including SQuAD."""
-    glue = [v for k, v in scores.items() if k != "squad"]
+    """(score, avg): the mean over the GLUE tasks (custom tasks count as GLUE-like) and the mean over every task
+    including SQuAD -- both without WNLI, as the paper's 8-task GLUE score."""
+    kept = {k: v for k, v in scores.items() if k not in NOT_AVERAGED}
+    glue = [v for k, v in kept.items() if k != "squad"]
     score = sum(glue) / len(glue) if glue else None
-    avg = sum(scores.values()) / len(scores) if scores else None
+    avg = sum(kept.values()) / len(kept) if kept else None
     return score, avg
 
 

@@ -145,12 +145,17 @@ def train_and_evaluate(model, spec: TaskSpec, prepared: Prepared, cfg: FinetuneC
     return TrainOutcome(evals.history, evals.best_state, step, step / per_epoch, seen / max(train_s, 1e-9))
 
 
-def _check_out_dir(out_dir: str | Path | None, overwrite: bool) -> None:
+def _check_out_dir(out_dir: str | Path | None, overwrite: bool, inputs: list[tuple[str, Any]] = ()) -> None:
+    """Before any work: `out` is writable, is none of the inputs (the model folder, the data) and is empty unless
+    `overwrite`."""
+    from ..io import check_output
+
     if out_dir is None:
         return
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"output path {out} exists and is not a folder")
+    check_output(out, inputs)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UserError(f"output folder {out} is not empty; choose a new folder or pass overwrite=true")
 
@@ -168,7 +173,8 @@ def finetune(model_dir_or_model, task: str | TaskSpec, data_dir: str | Path, out
     started = time.time()
     spec = task if isinstance(task, TaskSpec) else get_task(task)
     cfg = FinetuneConfig.load(config).resolve(spec)
-    _check_out_dir(out_dir, overwrite)
+    _check_out_dir(out_dir, overwrite, [("data", data_dir), ("model", model_dir_or_model
+                                                          if isinstance(model_dir_or_model, (str, Path)) else None)])
     device = resolve_device(cfg.device)
     if data is None:
         data = load_task(spec, data_dir, need_train=True, squad_article_split=cfg.squad_article_split,
@@ -220,4 +226,38 @@ def write_outputs(model, tokenizer, result: FinetuneResult, best_state, out: Pat
                 model.load_state_dict(best_state)
             model.save_pretrained(model_dir)
             tokenizer.save_pretrained(model_dir)
+            write_finetuned_card(model, result, cfg, model_dir, best=cfg.save_model == "best" and best_state is not None)
         atomic_write_json(stage / "result.json", result.to_dict())
+
+
+def write_finetuned_card(model, result: FinetuneResult, cfg: FinetuneConfig, model_dir: Path, best: bool) -> Path:
+    """README.md of a fine-tuned model: the dev metrics of the weights saved (best or final, as in result.json),
+    the fine-tuning budget, and what the source folder's card knows (how it was found, latency, earlier budgets)."""
+    from ..modelcard import CardInfo, Metric, latency_facts, write_card
+    from .tasks import get_task
+
+    spec = get_task(result.task)
+    metrics = result.best_metrics if best else result.final_metrics
+    task_type = "question-answering" if spec.kind == "span" else "text-classification"
+    dataset = "SQuAD v1.1" if spec.kind == "span" else f"GLUE {spec.folder}"
+    card_metrics = [Metric(name=name, value=float(value), task=spec.name, dataset=dataset, split="validation",
+                           task_type=task_type)
+                    for name, value in metrics.items() if isinstance(value, (int, float))]
+    training = {"task": spec.name, "weights": "best dev evaluation" if best else "last step",
+                "steps": result.steps, "epochs": result.epochs, "train examples": result.train_examples,
+                "best step": result.best_step, "learning rate": cfg.learning_rate, "batch size": cfg.batch_size,
+                "max sequence length": cfg.max_seq_length, "seed": cfg.seed, "data": result.data.get("source"),
+                "note": result.data.get("note") or None}
+    source = result.model.get("source")
+    latency = result.model.get("latency")
+    if isinstance(latency, dict) and {"median_ms", "reference_ms"} <= set(latency):
+        latency = latency_facts(latency["median_ms"], latency["reference_ms"], latency.get("device") or {},
+                                latency.get("how", "measured"))
+    else:
+        latency = None
+    info = CardInfo.of_model(model, "fine-tuned", source=source if isinstance(source, str) else None,
+                             training={k: v for k, v in training.items() if v is not None}, metrics=card_metrics,
+                             latency=latency, tags=[spec.name])
+    if isinstance(source, str) and Path(source).is_dir():
+        info.inherit(source)
+    return write_card(model_dir, info, name=f"{Path(source).name if isinstance(source, str) else 'model'}-{spec.name}")

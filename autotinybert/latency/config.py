@@ -12,8 +12,9 @@ from ..config import Config, Field, NameList, PathList, PathStr, path_field, pos
 class LatencySettings(Config):
     """How each model is timed."""
 
-    backend: Literal["torch", "onnxruntime"] = "torch"
-    """Eager PyTorch, or ONNX Runtime on a torch.onnx.export of the model."""
+    backend: Literal["torch", "onnxruntime", "onnxruntime-int8"] = "torch"
+    """torch: eager PyTorch; onnxruntime: ONNX Runtime on the model's ONNX export (as `autotinybert export` writes
+    it); onnxruntime-int8: the same after dynamic INT8 quantization. BERT-base is timed through the same backend."""
     device: Literal["cpu", "cuda"] = "cpu"
     """Where the models run."""
     threads: int = Field(1, gt=0)

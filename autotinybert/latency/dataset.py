@@ -20,6 +20,7 @@ import numpy as np
 
 from ..arch import BERT_BASE, Arch
 from ..errors import UserError
+from ..io import check_writable
 from ..space import SearchSpace
 from .device import SETTING_KEYS, check_settings, compare_records, device_record
 from .measure import (LatencyRecord, Timer, _check_counts, clock_timer, make_runner, summarize, time_interleaved,
@@ -60,6 +61,7 @@ class LatencyDataset:
     references: list[LatencyRecord] = field(default_factory=list)
     device: dict[str, Any] | None = None
     reference_at: list[float] = field(default_factory=list)  # per arch record: the reference ms measured nearest
+    spaces: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # name -> definition (None: not recorded)
 
     @property
     def reference_ms(self) -> float:
@@ -73,6 +75,7 @@ class LatencyDataset:
         if self.device is not None and other.device is not None:
             compare_records(self.device, other.device, what="first latency file")
         self.device = self.device or other.device
+        self.spaces = {**other.spaces, **self.spaces}
         self.records += other.records
         self.references += other.references
         self.reference_at += other.reference_at
@@ -87,10 +90,14 @@ def _read_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
+            row = json.loads(line)
+        except ValueError as err:  # not JSON, or not UTF-8 (a binary file)
             raise UserError(f"{path}:{number} is not valid JSON ({err}); it is not a latency file written by "
                             "autotinybert latency measure") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{number} is not a latency record (a JSON object); it is not a latency file "
+                            "written by autotinybert latency measure")
+        rows.append(row)
     return rows, good
 
 
@@ -98,13 +105,22 @@ def read_dataset(path: str | Path) -> LatencyDataset:
     """Load a latency JSONL file (a torn last line from a kill is ignored)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"latency file {path} does not exist; create it with autotinybert latency measure")
+        raise UserError(f"latency file {path} is a folder; give the .jsonl file in it" if path.is_dir() else
+                        f"latency file {path} does not exist; create it with autotinybert latency measure")
     rows, _ = _read_lines(path)
+    if not rows:
+        raise UserError(f"latency file {path} holds no measurements; measure with autotinybert latency measure")
     dataset = LatencyDataset()
-    for row in rows:
-        record = LatencyRecord.from_dict(row)
+    for number, row in enumerate(rows, 1):
+        try:
+            record = LatencyRecord.from_dict(row)
+        except (KeyError, TypeError, ValueError) as err:
+            raise UserError(f"{path}: record {number} is not a latency record ({type(err).__name__}: {err}); give "
+                            "a file written by autotinybert latency measure") from None
         if dataset.device is None and isinstance(row.get("device"), dict):
             dataset.device = row["device"]
+        if row.get("space") is not None and dataset.spaces.get(str(row["space"])) is None:
+            dataset.spaces[str(row["space"])] = row.get("space_def") if isinstance(row.get("space_def"), dict) else None
         if row.get("kind") == "reference" or record.is_reference:
             dataset.references.append(record)
         else:
@@ -174,6 +190,7 @@ def measure_dataset(space: SearchSpace | str, n: int, out: str | Path, *, seed: 
     out = Path(out)
     if out.exists() and out.is_dir():
         raise UserError(f"out={out} is a folder; give a .jsonl file path")
+    check_writable(out, folder=False)
     archs = sample_archs(space, n, seed)
     record_device = device_record(backend, device, threads, batch, seq_len, clock)
 
@@ -208,7 +225,8 @@ def measure_dataset(space: SearchSpace | str, n: int, out: str | Path, *, seed: 
     def row_of(record: LatencyRecord, kind: str, index: int | None, reference_ms: float | None) -> dict[str, Any]:
         return {"kind": kind, **record.to_dict(), "index": index,
                 "reference_ms": None if reference_ms is None else round(reference_ms, 5),
-                "space": space.name, "seed": seed, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "space": space.name, "space_def": space.to_dict(), "seed": seed,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "device": record_device}
 
     references = 0

@@ -23,7 +23,7 @@ from ..errors import UserError
 
 SETTING_KEYS = ("backend", "device", "threads", "batch", "seq_len", "clock")
 MACHINE_KEYS = ("cpu", "cpu_count", "gpu", "machine", "torch", "onnxruntime")
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")
 DEVICES = ("cpu", "cuda")
 CLOCKS = ("wall", "cpu")
 
@@ -67,11 +67,11 @@ def check_settings(backend: str, device: str, threads: int, batch: int, seq_len:
 
         if not torch.cuda.is_available():
             raise UserError("device 'cuda' requested but torch sees no CUDA GPU; use device=cpu")
-    if backend == "onnxruntime":
+    if backend.startswith("onnxruntime"):
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
-            raise UserError("backend 'onnxruntime' needs the onnx extras: pip install 'autotinybert[onnx]'") from None
+            raise UserError(f"backend {backend!r} needs the onnx extras: pip install 'autotinybert[onnx]'") from None
         if device == "cuda":
             import onnxruntime as ort
 
@@ -90,7 +90,7 @@ def device_record(backend: str = "torch", device: str = "cpu", threads: int = 1,
                               "onnxruntime": None}
     if device == "cuda" and torch.cuda.is_available():
         record["gpu"] = torch.cuda.get_device_name()
-    if backend == "onnxruntime":
+    if backend.startswith("onnxruntime"):
         import onnxruntime
 
         record["onnxruntime"] = onnxruntime.__version__

@@ -9,11 +9,14 @@ a CPU down).
 
 Several archs are timed *interleaved*: every repeat runs each model once, so drift (turbo, other processes) hits
 them alike. On CUDA each forward is timed with CUDA events after synchronizing.
+
+Backends: ``torch`` (eager), ``onnxruntime`` (the model exported as `autotinybert export` does it, run by ONNX
+Runtime) and ``onnxruntime-int8`` (the same graph after ONNX Runtime's dynamic INT8 quantization): the model as it
+will be deployed. The ONNX graphs take input_ids, an all-ones attention mask and token type ids.
 """
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -162,55 +165,38 @@ class TorchRunner:
         self.model = None
 
 
-class _Exportable(torch.nn.Module):
-    """Wraps the model so the ONNX graph has one input (input_ids) and two named outputs."""
-
-    def __init__(self, inner: torch.nn.Module):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.inner(input_ids, return_dict=True)
-        return out.last_hidden_state, out.pooler_output  # (B, T, hidden), (B, hidden)
-
-
 def export_onnx(arch: Arch | str, path: str | Path, *, batch: int = 1, seq_len: int = 128, seed: int = 0) -> Path:
-    """Export the standalone model of `arch` (random weights) to ONNX with ``torch.onnx.export``."""
-    import logging
-    import warnings
+    """Export the standalone model of `arch` (random weights) to ONNX the way `autotinybert export` does
+    (`autotinybert.export.export_onnx_model`: dynamic batch and sequence axes, attention mask; outputs
+    last_hidden_state and pooler_output). `batch` and `seq_len` are kept for callers; the axes are dynamic."""
+    from ..export import export_onnx_model
 
-    model = build_model(arch, seed=seed)
-    input_ids = random_input_ids(batch, seq_len, seed=seed)
-    path = Path(path)
-    for name in ("torch.onnx", "torch.export", "torch._export", "onnxscript"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(None):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(_Exportable(model).eval(), (input_ids,), str(path), input_names=["input_ids"],
-                          output_names=["last_hidden_state", "pooler_output"], dynamo=True, verbose=False)
-    return path
+    return export_onnx_model(build_model(arch, seed=seed), path, head="base")
 
 
 class OnnxRuntimeRunner:
-    """An `onnxruntime.InferenceSession` of the exported model, with the same thread count as torch."""
+    """An ONNX Runtime session of the exported model (fp32, or INT8 by dynamic quantization with ``int8``), with the
+    same thread count as torch and the session settings of a deployment (`autotinybert.export.ort_session`)."""
 
-    def __init__(self, arch: Arch, batch: int, seq_len: int, device: str = "cpu", seed: int = 0, threads: int = 1):
-        import onnxruntime as ort
+    def __init__(self, arch: Arch, batch: int, seq_len: int, device: str = "cpu", seed: int = 0, threads: int = 1,
+                 int8: bool = False, onnx_path: str | Path | None = None):
+        """`onnx_path`: run this exported file (already quantized when `int8`) instead of exporting `arch` here."""
+        from ..export import example_inputs, ort_session, quantize_int8, session_feed
 
-        self.input_ids = random_input_ids(batch, seq_len, seed=seed).numpy()
-        with tempfile.TemporaryDirectory(prefix="autotinybert-onnx-") as tmp:
-            path = export_onnx(arch, Path(tmp) / "model.onnx", batch=batch, seq_len=seq_len, seed=seed)
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.log_severity_level = 3
-            providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        if onnx_path is not None:
+            self.session = ort_session(onnx_path, threads=threads, device=device)
+        else:
+            with tempfile.TemporaryDirectory(prefix="autotinybert-onnx-") as tmp:
+                path = export_onnx(arch, Path(tmp) / "model.onnx", seed=seed)
+                if int8:
+                    path = quantize_int8(path, Path(tmp) / "model_int8.onnx")
+                self.session = ort_session(path, threads=threads, device=device)
+        feed = example_inputs(batch, seq_len, 30522, seed=seed, pad_last=False, type_vocab_size=1)  # one segment
+        feed["input_ids"] = random_input_ids(batch, seq_len, seed=seed).numpy()  # the ids the torch runner uses
+        self.feed = session_feed(self.session, feed)
 
     def forward(self):
-        return self.session.run(None, {"input_ids": self.input_ids})
+        return self.session.run(None, self.feed)
 
     def time_once(self, timer: Timer) -> float:
         t0 = timer()
@@ -225,9 +211,9 @@ def make_runner(arch: Arch, *, backend: str = "torch", device: str = "cpu", thre
                 seq_len: int = 128, seed: int = 0) -> Runner:
     if backend == "torch":
         return TorchRunner(arch, batch, seq_len, device, seed)
-    if backend == "onnxruntime":
-        return OnnxRuntimeRunner(arch, batch, seq_len, device, seed, threads)
-    raise UserError(f"unknown latency backend {backend!r}; choose 'torch' or 'onnxruntime'")
+    if backend in ("onnxruntime", "onnxruntime-int8"):
+        return OnnxRuntimeRunner(arch, batch, seq_len, device, seed, threads, int8=backend == "onnxruntime-int8")
+    raise UserError(f"unknown latency backend {backend!r}; choose 'torch', 'onnxruntime' or 'onnxruntime-int8'")
 
 
 # ----- timing -------------------------------------------------------------------------------------------------

@@ -85,6 +85,8 @@ class FitReport:
 class LatencyPredictor:
     """Predicts the latency (ms) of an `Arch` on one device and settings; knows BERT-base's latency there."""
 
+    space: dict[str, Any] | None = None  # the search space its latency file sampled (None: not recorded)
+
     def __init__(self, model: AnalyticModel | MLPModel, reference_ms: float, device: dict[str, Any],
                  report: FitReport | None = None):
         if not (isinstance(reference_ms, (int, float)) and reference_ms > 0):
@@ -129,6 +131,29 @@ class LatencyPredictor:
         current.update(request or {})
         return compare_records(d, current, strict=strict, what="latency predictor")
 
+    def check_space(self, space) -> None:
+        """Refuse a search over archs outside the space this predictor was fitted on (when it recorded one): their
+        latencies would be extrapolated, silently wrong. The backend, device and sequence length it timed are in
+        `device` (see `check_device`)."""
+        if not self.space:
+            return
+        from ..space import SearchSpace
+
+        fitted = SearchSpace.from_dict(self.space)
+        wider = [d for d in ("layers", "hidden", "ffn", "heads")
+                 if getattr(space, d).low < getattr(fitted, d).low or getattr(space, d).high > getattr(fitted, d).high]
+        if space.qkv is not None and fitted.qkv is not None and (space.qkv.low < fitted.qkv.low
+                                                                 or space.qkv.high > fitted.qkv.high):
+            wider.append("qkv")
+        if wider or space.attention != fitted.attention:
+            what = ", ".join(f"{d} {getattr(space, d).low}..{getattr(space, d).high} (fitted "
+                             f"{getattr(fitted, d).low}..{getattr(fitted, d).high})" for d in wider) or \
+                f"the '{space.attention}' cut (fitted on '{fitted.attention}')"
+            raise UserError(f"the latency predictor was fitted on space '{fitted.name}', and the search space "
+                            f"'{space.name}' reaches beyond it: {what}; its latencies there would be extrapolated. "
+                            f"Measure this space (autotinybert latency measure space=...) and refit, or search a "
+                            f"sub-space of '{fitted.name}'")
+
     def evaluate(self, records: Sequence[LatencyRecord]) -> Metrics:
         """Held-out metrics on measured records (reference records are skipped)."""
         points = [r for r in records if not r.is_reference]
@@ -140,7 +165,7 @@ class LatencyPredictor:
     def _meta(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         model_meta, arrays = self.model.state()
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "kind": self.kind, "reference_ms": self.reference_ms,
-                "device": self.device, "model": model_meta,
+                "device": self.device, "space": self.space, "model": model_meta,
                 "report": self.report.to_dict() if self.report else None}
         return meta, arrays
 
@@ -162,7 +187,9 @@ class LatencyPredictor:
     def load(cls, path: str | Path) -> LatencyPredictor:
         path = Path(path)
         if not path.is_file():
-            raise UserError(f"latency predictor {path} does not exist; fit one with autotinybert latency fit")
+            raise UserError(f"latency predictor {path} is a folder; give the predictor file (.json or .safetensors)"
+                            if path.is_dir() else
+                            f"latency predictor {path} does not exist; fit one with autotinybert latency fit")
         if path.suffix == ".safetensors":
             from safetensors import safe_open
 
@@ -189,7 +216,9 @@ class LatencyPredictor:
             raise UserError(f"{path}: unknown predictor kind {meta.get('kind')!r}")
         model = MODEL_KINDS[meta["kind"]].from_state(meta["model"], arrays)
         report = FitReport.from_dict(meta["report"]) if meta.get("report") else None
-        return cls(model, meta["reference_ms"], meta["device"], report)
+        predictor = cls(model, meta["reference_ms"], meta["device"], report)
+        predictor.space = meta.get("space") if isinstance(meta.get("space"), dict) else None
+        return predictor
 
     def describe(self) -> str:
         d = self.device
@@ -272,4 +301,8 @@ def fit_predictor(records: Sequence[LatencyRecord] | LatencyDataset, *, kind: st
     report = FitReport(chosen=chosen, n_points=len(points), folds=folds, cross_validation=cv,
                        coefficients=analytic.coefficients() if analytic else None,
                        rank=analytic.rank if analytic else None)
-    return LatencyPredictor(model, reference_ms, device, report)
+    predictor = LatencyPredictor(model, reference_ms, device, report)
+    spaces = records.spaces if isinstance(records, LatencyDataset) else {}
+    if len(spaces) == 1 and next(iter(spaces.values())):  # one recorded space: searches are checked against it
+        predictor.space = next(iter(spaces.values()))
+    return predictor

@@ -8,8 +8,9 @@ Its sections *are* the components' configs (each a subclass that only sets pipel
 * ``latency``     `LatencySettings` + the campaign's ``archs``, ``baseline_head_size``, ``chunk``;
 * ``predictor``   `PredictorSettings`;
 * ``search``      `SearchSettings` + ``speedups`` (one search per target) and ``fast`` (the fast-rule pick too);
-* ``further_train`` `FurtherTrainSettings`;
-* ``finetune``    ``tasks`` + ``config`` (`FinetuneConfig`) + ``task_configs`` (per-task keys of it).
+* ``further_train`` `FurtherTrainSettings` + ``top_k`` (candidates per target further-trained);
+* ``baselines``   the two conventional baselines per target (scratch's warm-up, how many archs are timed);
+* ``finetune``    ``tasks`` + ``config`` (`FinetuneConfig`) + ``task_configs`` (per-task keys of it) + ``seeds``.
 
 Relative paths in a config file are resolved against the file's folder, on the command line against the cwd.
 """
@@ -90,10 +91,33 @@ class PipelineSearch(SearchSettings):
 
 
 class PipelineFurtherTrain(FurtherTrainSettings):
-    """Further training of every extracted model, the same budget for each."""
+    """Further training of every extracted model, the same budget for each (paper §3.6). A KD run starts from the
+    supernet's trained projection, so it needs no warm-up."""
 
     max_steps: int | None = Field(500, gt=0)
     """Optimizer steps; overrides epochs."""
+    top_k: int = Field(3, gt=0)
+    """The top k archs of each search are further-trained; the best by the search's evaluator after further
+    training (loss: its validation loss; finetune: the budgeted fine-tune) is the target's searched model (paper: 3)."""
+    stream: str | None = "further-train"
+    """Random streams of data order, masks and dropout: not the supernet's, so further training does not replay
+    the supernet's first batches."""
+
+
+class PipelineBaselines(Config):
+    """The two conventional baselines of each target, at the searched model's measured latency: the BERT-rule arch
+    (ffn = 4 hidden, qkv = hidden, heads = hidden / latency.baseline_head_size or the space's fixed heads, each the
+    nearest value on the space's grid) whose latency, timed beside the searched model, is closest to it.
+
+    * ``conventional-scratch``: trained from scratch for the searched model's whole budget (supernet steps + its
+      further-training steps) with its own warm-up (the paper's BERT-S* baselines);
+    * ``conventional-inherited``: extracted from the same supernet and further-trained like the searched model
+      (isolates the architecture)."""
+
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    """conventional-scratch: share of its steps with a linear warm-up (the paper: 10 %)."""
+    latency_candidates: int = Field(4, gt=0)
+    """Conventional archs nearest each candidate's predicted latency, timed beside it in the extract stage."""
 
 
 class PipelineFinetuneSettings(FinetuneConfig):
@@ -112,6 +136,9 @@ class PipelineFinetune(Config):
     """Fine-tuning settings for every task (null values: the task's Table D.1 defaults)."""
     task_configs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-task keys of `config`, e.g. {squad: {squad_article_split: 0.8}}."""
+    seeds: int = Field(1, gt=0)
+    """Fine-tuning runs per (model, task), seeds config.seed, config.seed + 1, ...: the report gives the mean and
+    standard deviation of the final-epoch dev score, and judges gaps by that spread."""
 
     @field_validator("tasks")
     @classmethod
@@ -142,10 +169,11 @@ class PipelineFinetune(Config):
 
 
 class PipelineConfig(Config):
-    """`autotinybert run`: tokenize, measure latencies, fit the predictor, train the supernet, search one arch per
-    speedup target (and, with search.fast, the fast-rule pick), extract it and its conventional-rule baseline,
-    further-train them, fine-tune, report. Each stage writes RUN_DIR/<stage>/ with config.json and DONE.json: a
-    rerun skips completed stages, resumes an interrupted one and redoes only what a config change touches."""
+    """`autotinybert run`: tokenize, measure latencies, fit the predictor, train the supernet, search per speedup
+    target (and, with search.fast, the fast-rule pick), extract the top k and time them beside conventional archs,
+    further-train them and keep the best, train the two conventional baselines at its latency, fine-tune, report.
+    Each stage writes RUN_DIR/<stage>/ with config.json and DONE.json: a rerun skips completed stages, resumes an
+    interrupted one and redoes only what a config change touches."""
 
     out: PathStr = path_field("runs/pipeline", min_length=1)
     """Run folder (one folder per stage inside)."""
@@ -165,6 +193,8 @@ class PipelineConfig(Config):
     """The searches."""
     further_train: PipelineFurtherTrain = PipelineFurtherTrain()
     """Further training of the extracted models."""
+    baselines: PipelineBaselines = PipelineBaselines()
+    """The conventional baselines."""
     finetune: PipelineFinetune = PipelineFinetune()
     """Fine-tuning and scoring."""
 
@@ -173,6 +203,10 @@ class PipelineConfig(Config):
         from ..latency.models import AnalyticModel
         from ..space import SearchSpace
 
+        if self.further_train.top_k > self.search.top_k:
+            raise ValueError(f"further_train.top_k ({self.further_train.top_k}) needs search.top_k >= "
+                             f"{self.further_train.top_k}: a search lists only search.top_k ({self.search.top_k}) "
+                             "winners")
         need = max(2 * AnalyticModel.min_points(), self.predictor.folds)
         if self.latency.archs < need:
             raise ValueError(f"latency.archs must be at least {need} to fit the predictor with "

@@ -20,11 +20,13 @@ def run_demo(config: DemoConfig | str | Path = "runs/demo", overrides: list[str]
     """Build the docstring data (deterministic) and run the demo pipeline; prints the table and how to load.
     `config`: a `DemoConfig` (the CLI's) or the run folder (then `overrides` apply to the embedded config)."""
     from ..demo import build_demo_data
+    from ..io import check_writable
     from .report import summary_text
 
     started = time.time()
     if not isinstance(config, DemoConfig):
         config = demo_config(config, overrides)
+    check_writable(config.out, key="out")  # before the data is built
     data_dir = Path(config.out) / "data"
     if not (data_dir / "docpair" / "dev.tsv").is_file():
         info = build_demo_data(data_dir, seed=0, train_pairs=8000, dev_pairs=2000)

@@ -16,10 +16,10 @@ from ..latency.config import LatencySettings
 from ..search.config import SearchSettings
 from . import steps
 from .config import PipelineConfig
-from .stage_types import (ExtractInputs, FinetuneInputs, FurtherTrainInputs, LatencyInputs, LatencyOutputs,
-                          ModelsOutputs, PredictorInputs, PredictorOutputs, ReportInputs, ReportOutputs,
-                          SearchInputs, SearchOutputs, SupernetInputs, SupernetOutputs, TargetSearches,
-                          TokenizeInputs, TokenizeOutputs)
+from .stage_types import (BaselinesInputs, ExtractInputs, ExtractOutputs, FinetuneInputs, FurtherTrainInputs,
+                          LatencyInputs, LatencyOutputs, ModelsOutputs, PredictorInputs, PredictorOutputs,
+                          ReportInputs, ReportOutputs, SearchInputs, SearchOutputs, SelectionSettings,
+                          SupernetInputs, SupernetOutputs, TargetSearches, TokenizeInputs, TokenizeOutputs)
 from .stages import StageInputs
 from .steps import target_tag
 
@@ -44,7 +44,8 @@ def corpus(cfg: PipelineConfig) -> CorpusConfig:
     """The `data` section as every training run reads it; its cache defaults to RUN_DIR/cache."""
     data = cfg.data.to_dict()
     del data["downstream"]
-    return CorpusConfig.from_dict({**data, "cache_dir": cfg.data.cache_dir or str(Path(cfg.out) / "cache")})
+    # absolute, so that the stages' fingerprints see it relative to the run folder (a moved run keeps them)
+    return CorpusConfig.from_dict({**data, "cache_dir": cfg.data.cache_dir or str(Path(cfg.out).absolute() / "cache")})
 
 
 def tokenize_inputs(cfg: PipelineConfig, up: Upstream) -> TokenizeInputs:
@@ -78,13 +79,33 @@ def extract_inputs(cfg: PipelineConfig, up: Upstream) -> ExtractInputs:
     targets = [TargetSearches(speedup=s, searched=up[f"search-{target_tag(s)}"],
                               fast=up[f"fast-{target_tag(s)}"] if cfg.search.fast else None)
                for s in cfg.search.speedups]
-    return ExtractInputs(targets=targets, latency=LatencySettings(**cfg.latency.timing_kwargs()), seed=cfg.seed,
+    return ExtractInputs(targets=targets, latency=LatencySettings(**cfg.latency.timing_kwargs()),
+                         top_k=cfg.further_train.top_k, baseline_head_size=cfg.latency.baseline_head_size,
+                         conventional_candidates=cfg.baselines.latency_candidates, seed=cfg.seed,
                          supernet=up["supernet"], predictor=up["predictor"], campaign=up["latency"])
 
 
+def selection_settings(cfg: PipelineConfig) -> SelectionSettings | None:
+    """How a target's further-trained candidates are compared: the search's evaluator (None with one candidate)."""
+    if cfg.further_train.top_k == 1:
+        return None
+    s = cfg.search
+    if s.evaluator == "finetune":
+        return SelectionSettings(evaluator="finetune", tasks=list(s.tasks), budget=dict(s.budget),
+                                 downstream=cfg.data.downstream)
+    return SelectionSettings(evaluator=s.evaluator)
+
+
 def further_train_inputs(cfg: PipelineConfig, up: Upstream) -> FurtherTrainInputs:
-    return FurtherTrainInputs(further_train=cfg.further_train, data=corpus(cfg), seed=cfg.seed,
-                              progress=cfg.progress, tokenized=up["tokenize"], models=up["extract"].models)
+    return FurtherTrainInputs(further_train=cfg.further_train, selection=selection_settings(cfg), data=corpus(cfg),
+                              seed=cfg.seed, progress=cfg.progress, tokenized=up["tokenize"],
+                              supernet=up["supernet"], extract=up["extract"])
+
+
+def baselines_inputs(cfg: PipelineConfig, up: Upstream) -> BaselinesInputs:
+    return BaselinesInputs(further_train=cfg.further_train, warmup_ratio=cfg.baselines.warmup_ratio,
+                           data=corpus(cfg), seed=cfg.seed, progress=cfg.progress, tokenized=up["tokenize"],
+                           supernet=up["supernet"], extract=up["extract"], trained=up["further-train"])
 
 
 def finetune_inputs(cfg: PipelineConfig, up: Upstream) -> FinetuneInputs:
@@ -94,8 +115,10 @@ def finetune_inputs(cfg: PipelineConfig, up: Upstream) -> FinetuneInputs:
     chosen = {spec.name for spec in parse_tasks(fine.tasks)}
     seed = fine.config.seed if fine.config.seed is not None else cfg.seed
     return FinetuneInputs(tasks=fine.tasks, config=FinetuneConfig.from_dict({**fine.config.to_dict(), "seed": seed}),
+                          seeds=fine.seeds,
                           task_configs={k: v for k, v in fine.task_configs.items() if k.lower() in chosen},
-                          downstream=cfg.data.downstream, progress=cfg.progress, models=up["further-train"].models)
+                          downstream=cfg.data.downstream, progress=cfg.progress,
+                          models=up["further-train"].models + up["baselines"].models)
 
 
 def report_inputs(cfg: PipelineConfig, up: Upstream) -> ReportInputs:
@@ -123,10 +146,15 @@ def check_targets(cfg: PipelineConfig, fitted: PredictorOutputs) -> None:
 # ---------------------------------------------------------------------------------------------------- plan
 def plan(cfg: PipelineConfig) -> list[Stage]:
     """tokenize -> latency -> predictor (targets checked) -> supernet -> per target: search (and fast) -> extract
-    -> further-train -> finetune -> report. The supernet comes after latency and predictor, so an unreachable
-    target fails before hours of training."""
+    (top k, fast pick, conventional archs timed beside them) -> further-train (and the choice among the top k) ->
+    baselines (conventional-scratch, conventional-inherited) -> finetune -> report. The supernet comes after
+    latency and predictor, so an unreachable target fails before hours of training."""
     searches = []
     kinds = [("search", cfg.search.method)] + ([("fast", "fast")] if cfg.search.fast else [])
+    if cfg.search.method == "pareto":  # one search for the whole front; each target's stage picks from it
+        from .pareto import pareto_stages
+
+        searches, kinds = pareto_stages(cfg, Stage), kinds[1:]
     for speedup in cfg.search.speedups:
         for prefix, method in kinds:
             searches.append(Stage(f"{prefix}-{target_tag(speedup)}", steps.search,
@@ -139,9 +167,11 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
         Stage("predictor", steps.predictor, predictor_inputs, PredictorOutputs, ("latency",), check=check_targets),
         Stage("supernet", steps.supernet, supernet_inputs, SupernetOutputs, ("tokenize",), distributed=True),
         *searches,
-        Stage("extract", steps.extract, extract_inputs, ModelsOutputs, ("supernet", "latency", "predictor", *names)),
-        Stage("further-train", steps.further_train, further_train_inputs, ModelsOutputs, ("tokenize", "extract"),
-              distributed=True),
-        Stage("finetune", steps.finetune, finetune_inputs, ModelsOutputs, ("further-train",)),
+        Stage("extract", steps.extract, extract_inputs, ExtractOutputs, ("supernet", "latency", "predictor", *names)),
+        Stage("further-train", steps.further_train, further_train_inputs, ModelsOutputs,
+              ("tokenize", "supernet", "extract"), distributed=True),
+        Stage("baselines", steps.baselines, baselines_inputs, ModelsOutputs,
+              ("tokenize", "supernet", "extract", "further-train"), distributed=True),
+        Stage("finetune", steps.finetune, finetune_inputs, ModelsOutputs, ("further-train", "baselines")),
         Stage("report", steps.report, report_inputs, ReportOutputs, ("predictor", *names, "extract", "finetune")),
     ]

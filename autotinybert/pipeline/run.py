@@ -17,7 +17,9 @@ from .config import PipelineConfig
 from .plan import plan
 from .ranks import Ranks
 from .stage_types import ModelEntry
-from .stages import RunFolderBusyError, RunLock, StageRunner
+from ..quiet import quiet_libraries
+from .preflight import preflight
+from .stages import RunFolderBusyError, RunLock, StageRunner, relative_paths
 from .steps import STAGE_LOG
 
 __all__ = ["run_pipeline", "PipelineResult", "ModelEntry", "RESOLVED_CONFIG"]
@@ -39,6 +41,9 @@ def run_pipeline(config: PipelineConfig | dict | str | Path, overrides: list[str
                  log: Callable[[str], None] = print) -> PipelineResult:
     """Run (or continue) the whole pipeline; returns the models with their latencies and scores."""
     cfg = config if isinstance(config, PipelineConfig) and not overrides else PipelineConfig.load(config, overrides)
+    if not cfg.progress:
+        quiet_libraries()
+    preflight(cfg)  # cheap checks (writable out, text corpus, teacher vocabulary) before the lock and any stage
     ranks = Ranks.from_environment()
     lock = RunLock(cfg.out)
     try:
@@ -81,7 +86,8 @@ def _run(cfg: PipelineConfig, ranks: Ranks, log: Callable[[str], None]) -> Pipel
     result = PipelineResult(run_dir, models, reference_ms, Path(outputs["report"].report), stages,
                             time.time() - started)
     if ranks.is_main:
-        atomic_write_json(run_dir / "result.json", {
-            "models": [m.to_dict() for m in models], "reference_ms": reference_ms, "stages": stages,
-            "wall_s": round(result.wall_s, 2)})
+        models_data, relative = relative_paths([m.to_dict() for m in models], runner.run_dir)
+        atomic_write_json(run_dir / "result.json", {  # paths relative to the run folder (it may move)
+            "models": models_data, "relative": [f"/models{p}" for p in relative], "reference_ms": reference_ms,
+            "stages": stages, "wall_s": round(result.wall_s, 2)})
     return result

@@ -19,24 +19,64 @@ from .config import PipelineFurtherTrain, PipelineLatency, PipelineSupernet
 from .stages import StageInputs
 
 
+ModelKind = Literal["candidate", "searched", "fast", "conventional-scratch", "conventional-inherited"]
+
+
+class TaskStats(Config):
+    """One task's fine-tuning results over the seeds (scores are fractions)."""
+
+    main_metric: str
+    seeds: list[int]
+    final: list[float]
+    """Dev score after the last epoch, per seed."""
+    best: list[float]
+    """Best dev score seen during fine-tuning (the paper's convention), per seed."""
+    final_mean: float
+    final_std: float | None
+    """Sample standard deviation over the seeds (null with one seed)."""
+    best_mean: float
+    eval_examples: int
+    note: str = ""
+    """Data notes, e.g. QQP rows skipped for missing fields."""
+
+
 class ModelEntry(Config):
-    """One model the pipeline builds for a target: the searched winner, the fast-rule pick or the baseline."""
+    """One model the pipeline builds for a target: a searched candidate (the one chosen after further training is
+    the target's searched model), the fast-rule pick, or one of the two conventional baselines."""
 
     name: str
-    """searched-4x / fast-4x / conventional-4x."""
-    kind: Literal["searched", "fast", "conventional"]
+    """top1-4x ... (candidates), searched-4x, fast-4x, conventional-scratch-4x, conventional-inherited-4x."""
+    kind: ModelKind
     speedup_target: float
     arch: str
     extracted_dir: str
+    """The initial weights: extracted from the supernet, or (conventional-scratch) freshly initialised."""
     predicted_ms: float
     measured_ms: float | None = None
     measured_speedup: float | None = None
+    search_rank: int | None = None
+    """Candidates and the searched model: rank among the search's winners (1 = best one-shot fitness)."""
+    search_fitness: float | None = None
+    selection: dict[str, float] = {}
+    """The evaluator's scores of the further-trained model (when more than one candidate is further-trained)."""
+    selection_fitness: float | None = None
     trained_dir: str | None = None
+    inherited_steps: int = 0
+    """Supernet steps the model's weights come from (0 for conventional-scratch)."""
+    train_steps: int | None = None
+    """Optimizer steps of the model's own training (further training, or conventional-scratch's whole run)."""
     scores: dict[str, float] = {}
-    """Task -> best dev main score (fraction)."""
+    """Task -> mean over the seeds of the final-epoch dev main score (fraction)."""
+    best_scores: dict[str, float] = {}
+    """Task -> mean over the seeds of the best dev main score seen during fine-tuning."""
+    tasks: dict[str, TaskStats] = {}
     score: float | None = None
-    """GLUE mean (or the mean over the tasks run)."""
+    """Mean of `scores` over the score's tasks: GLUE's (WNLI left out, as in the paper), else every task run."""
+    best_score: float | None = None
+    seed_scores: list[float] = []
+    """`score` of each fine-tuning seed on its own (its spread tells whether a gap is real)."""
     finetuned_dirs: dict[str, str] = {}
+    """Task -> the fine-tuned model folder of the first seed."""
     same_as: str | None = None
     """Another entry with the same arch and the same initial weights: its results are reused."""
 
@@ -64,6 +104,20 @@ class PredictorOutputs(Config):
 
 class SupernetOutputs(Config):
     supernet: str
+    steps: int
+    """Optimizer steps the supernet trained (fewer than max_steps when time_budget_s stopped it)."""
+    projection: str | None = None
+    """kd: the trained student-to-teacher projection (kd_projection.safetensors)."""
+
+
+class SearchPick(Config):
+    """One of a search's winners."""
+
+    arch: str
+    predicted_ms: float
+    predicted_speedup: float
+    fitness: float | None
+    scores: dict[str, float]
 
 
 class SearchOutputs(Config):
@@ -75,10 +129,29 @@ class SearchOutputs(Config):
     out: str
     generations: list[dict[str, Any]]
     evaluated: int
+    top: list[SearchPick] = []
+    """The search's top_k winners, best first (`arch` is the first)."""
+
+
+class TimedArch(Config):
+    """A conventional arch timed in the extract stage's interleaved run, for one target's baseline choice."""
+
+    speedup_target: float
+    arch: str
+    predicted_ms: float
+    measured_ms: float
+
+
+class ExtractOutputs(Config):
+    models: list[ModelEntry]
+    conventional: list[TimedArch]
+    """Per target, the conventional archs nearest each candidate's predicted latency, timed beside them."""
+    reference_ms: float
+    """BERT-base, timed in the same interleaved run."""
 
 
 class ModelsOutputs(Config):
-    """Extract, further-train and finetune: the models, each stage's with more filled in."""
+    """Further-train, baselines and finetune: the models, each stage's with more filled in."""
 
     models: list[ModelEntry]
 
@@ -91,6 +164,20 @@ class ReportOutputs(Config):
 class TokenizeInputs(StageInputs):
     data: CorpusConfig  # the `data` section without downstream; cache_dir resolved (null: RUN_DIR/cache)
     progress: bool
+
+    def fingerprint_data(self) -> dict[str, Any]:
+        """The settings plus what the files hold: an edited corpus file (or tokenizer folder) re-runs tokenize
+        and, through it, every stage that reads it."""
+        from ..data.corpus import CorpusError, corpus_digest, list_corpus_files
+        from ..data.tokenizer import tokenizer_folder_digest
+
+        data = super().fingerprint_data()
+        try:
+            data["corpus_sha256"] = corpus_digest(list_corpus_files(self.data.corpus))
+        except CorpusError:
+            data["corpus_sha256"] = None  # missing or not text: the stage itself reports it
+        data["tokenizer_sha256"] = tokenizer_folder_digest(self.data.tokenizer)
+        return data
 
 
 class LatencyInputs(StageInputs):
@@ -135,24 +222,51 @@ class TargetSearches(Config):
 class ExtractInputs(StageInputs):
     targets: list[TargetSearches]
     latency: LatencySettings  # how the chosen archs are timed with BERT-base
+    top_k: int  # further_train.top_k: the candidates extracted per target
+    baseline_head_size: int  # latency.baseline_head_size: heads = hidden / this for the conventional archs
+    conventional_candidates: int  # baselines.latency_candidates: conventional archs timed per candidate
     seed: int
     supernet: SupernetOutputs
     predictor: PredictorOutputs
     campaign: LatencyOutputs
 
 
+class SelectionSettings(Config):
+    """How the further-trained candidates of a target are compared (the search's evaluator)."""
+
+    evaluator: str  # loss: the further-trained model's validation loss; finetune: the search's budgeted fine-tune
+    tasks: list[str] = []  # finetune only
+    budget: dict[str, Any] = {}  # finetune only
+    downstream: str | None = None  # finetune only: data.downstream
+
+
 class FurtherTrainInputs(StageInputs):
     further_train: PipelineFurtherTrain
+    selection: SelectionSettings | None  # None with one candidate per target (nothing to choose)
     data: CorpusConfig
     seed: int
     progress: bool
     tokenized: TokenizeOutputs
-    models: list[ModelEntry]
+    supernet: SupernetOutputs
+    extract: ExtractOutputs
+
+
+class BaselinesInputs(StageInputs):
+    further_train: PipelineFurtherTrain  # conventional-inherited: the searched model's further training
+    warmup_ratio: float  # baselines.warmup_ratio: conventional-scratch's warm-up
+    data: CorpusConfig
+    seed: int
+    progress: bool
+    tokenized: TokenizeOutputs
+    supernet: SupernetOutputs
+    extract: ExtractOutputs
+    trained: ModelsOutputs
 
 
 class FinetuneInputs(StageInputs):
     tasks: list[str]
     config: FinetuneConfig  # finetune.config, its seed resolved (null: the pipeline's seed)
+    seeds: int  # fine-tuning runs per (model, task): seeds config.seed, config.seed + 1, ...
     task_configs: dict[str, dict[str, Any]]  # those of `tasks` only
     downstream: str
     progress: bool
@@ -160,4 +274,4 @@ class FinetuneInputs(StageInputs):
 
 
 class ReportInputs(StageInputs):
-    version: Literal[2] = 2  # bump when the report's content changes, so finished runs rebuild it
+    version: Literal[3] = 3  # bump when the report's content changes, so finished runs rebuild it

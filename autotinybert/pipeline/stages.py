@@ -5,6 +5,12 @@ Every stage writes into ``RUN_DIR/<stage>/``:
 * ``config.json`` -- the stage's inputs and its fingerprint, written before the stage starts;
 * ``DONE.json``   -- the completion marker: fingerprint, outputs (``outputs.to_dict()``), wall time.
 
+Run folders are movable: paths inside the run folder are stored relative to it (``DONE.json`` lists which
+values are such paths under ``relative``) and read back against wherever the folder is now, and fingerprints see
+those paths relative to the run folder too. A moved run skips and resumes as before; a copied run reads its own
+files, never the original's. Completion ids count the stage's completions in this folder (``completions.json``),
+so two runs of one config write the same ids, while a stage that ran again still invalidates what read it.
+
 A stage is a function ``fn(inputs, stage_dir, resume) -> outputs`` of one frozen `StageInputs` value holding
 everything it reads. Its fingerprint hashes that value and the fingerprints *and completion ids* of the stages it
 reads from, so changing anything a stage reads re-runs that stage and everything downstream of it, and nothing
@@ -20,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -33,6 +40,8 @@ from .ranks import Ranks
 
 CONFIG_FILE = "config.json"
 DONE_FILE = "DONE.json"
+COMPLETIONS_FILE = "completions.json"
+RUN_TOKEN = "$RUN"  # the run folder, in fingerprints
 LOCK_FILE = ".autotinybert-run.lock"
 
 
@@ -91,10 +100,83 @@ class StageInputs(Config):
 Outputs = TypeVar("Outputs", bound=Config)
 
 
-def fingerprint(inputs: StageInputs, upstream: list[str]) -> str:
-    """The stage's identity: its inputs and the ``fingerprint:completion`` ids of the stages it reads from."""
+def fingerprint(inputs: StageInputs, upstream: list[str], run_dir: str | Path | None = None) -> str:
+    """The stage's identity: its inputs and the ``fingerprint:completion`` ids of the stages it reads from.
+    Paths inside `run_dir` enter relative to it, so a moved run folder keeps its fingerprints."""
     payload = json.dumps({"config": inputs.fingerprint_data(), "upstream": upstream}, sort_keys=True, default=str)
+    if run_dir is not None:
+        payload = _run_relative_text(payload, run_dir)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _run_roots(run_dir: str | Path) -> list[str]:
+    """The spellings of the run folder's path that values may hold, longest first."""
+    roots = {os.path.abspath(run_dir), os.path.realpath(run_dir)}
+    if not os.path.isabs(run_dir):
+        roots.add(os.path.normpath(run_dir))  # relative to the current folder, as a command line gave it
+    return sorted((r for r in roots if r != os.sep), key=len, reverse=True)
+
+
+def _run_relative_text(payload: str, run_dir: str | Path) -> str:
+    """`payload` (JSON text) with every string that starts with the run folder's path rewritten to start with
+    $RUN (whole path components only: ``/runs/a`` does not match ``/runs/ab``)."""
+    for root in _run_roots(run_dir):
+        payload = re.sub('"' + re.escape(json.dumps(root)[1:-1]) + '(?=[/"])', lambda _: '"' + RUN_TOKEN, payload)
+    return payload
+
+
+def relative_paths(data: Any, run_dir: str | Path) -> tuple[Any, list[str]]:
+    """`data` (JSON-able) with every absolute path inside `run_dir` made relative to it, and the JSON pointers
+    (``/models/0/extracted_dir``) of the values changed."""
+    roots = _run_roots(run_dir)
+    pointers: list[str] = []
+
+    def walk(value: Any, pointer: str) -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v, f"{pointer}/{k}") for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, f"{pointer}/{i}") for i, v in enumerate(value)]
+        if isinstance(value, str) and os.path.isabs(value):
+            for root in roots:
+                if value == root or value.startswith(root + os.sep):
+                    pointers.append(pointer)
+                    return os.path.relpath(value, root)
+        return value
+
+    return walk(data, ""), pointers
+
+
+def absolute_paths(data: Any, pointers: list[str], run_dir: str | Path) -> Any:
+    """The inverse of `relative_paths`: the values at `pointers` joined to the run folder where it is now."""
+    root = os.path.abspath(run_dir)
+
+    def walk(value: Any, pointer: str) -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v, f"{pointer}/{k}") for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, f"{pointer}/{i}") for i, v in enumerate(value)]
+        if pointer in wanted and isinstance(value, str):
+            return os.path.normpath(os.path.join(root, value))
+        return value
+
+    wanted = set(pointers)
+    return walk(data, "")
+
+
+def read_done(run_dir: str | Path, stage: str) -> dict[str, Any] | None:
+    """A stage's DONE.json with its outputs' paths resolved against the run folder where it is now (None: the
+    stage has not completed)."""
+    marker = Path(run_dir) / stage / DONE_FILE
+    if not marker.is_file():
+        return None
+    try:
+        done = json.loads(marker.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{marker} is unreadable ({err}); delete that stage folder to run the stage again") from None
+    if not isinstance(done, dict):
+        raise UserError(f"{marker} is not a stage record; delete that stage folder to run the stage again")
+    done["outputs"] = absolute_paths(done.get("outputs"), done.get("relative", []), run_dir)
+    return done
 
 
 @dataclass
@@ -112,7 +194,8 @@ class StageRunner:
     """Runs stages in order inside one run folder. `log` receives one line per decision."""
 
     def __init__(self, run_dir: str | Path, log: Callable[[str], None] = print, ranks: Ranks | None = None):
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(os.path.abspath(run_dir))  # stage folders and outputs are absolute in memory
+        self._spelling = run_dir  # as given (maybe relative): inputs built from the config may spell it so
         self.ranks = ranks or Ranks()
         if self.ranks.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -123,8 +206,19 @@ class StageRunner:
         return self.run_dir / name
 
     def done(self, name: str) -> dict[str, Any] | None:
-        marker = self.stage_dir(name) / DONE_FILE
-        return json.loads(marker.read_text()) if marker.is_file() else None
+        return read_done(self.run_dir, name)
+
+    def _count_completion(self, name: str) -> int:
+        """How many times stage `name` has completed in this run folder, this one included."""
+        file = self.run_dir / COMPLETIONS_FILE
+        try:
+            counts = json.loads(file.read_text()) if file.is_file() else {}
+        except (OSError, ValueError):
+            counts = {}
+        counts = counts if isinstance(counts, dict) else {}
+        counts[name] = int(counts.get(name, 0)) + 1
+        atomic_write_json(file, counts)
+        return counts[name]
 
     def upstream_ids(self, name: str, upstream: tuple[str, ...]) -> list[str]:
         missing = [u for u in upstream if u not in self.results]
@@ -141,7 +235,7 @@ class StageRunner:
         `distributed`: under torchrun every rank calls `fn` (it uses the process group itself); otherwise only
         rank 0 does and the others get its outputs.
         """
-        fp = fingerprint(inputs, self.upstream_ids(name, upstream))
+        fp = fingerprint(inputs, self.upstream_ids(name, upstream), self._spelling)
         stage_dir = self.stage_dir(name)
         decision = self.ranks.share(self._decide(name, fp, inputs, outputs_type, upstream)
                                     if self.ranks.is_main else None)
@@ -161,11 +255,14 @@ class StageRunner:
                     self.ranks.share({"failed": f"{type(err).__name__}: {err}"})
                 raise
         wall = time.time() - start
-        completion = f"{fp}-{time.time_ns()}"  # unique per completed run: what later stages' fingerprints chain
+        completion = ""
         if self.ranks.is_main:
-            atomic_write_json(stage_dir / DONE_FILE, {"stage": name, "fingerprint": fp, "outputs": outputs,
-                                                      "wall_s": round(wall, 2), "finished": time.time(),
-                                                      "completion": completion})
+            # unique per completion in this folder: what later stages' fingerprints chain
+            completion = f"{fp}-{self._count_completion(name)}"
+            stored, relative = relative_paths(outputs, self.run_dir)
+            atomic_write_json(stage_dir / DONE_FILE, {"stage": name, "fingerprint": fp, "outputs": stored,
+                                                      "relative": relative, "wall_s": round(wall, 2),
+                                                      "finished": time.time(), "completion": completion})
         shared = self.ranks.share({"outputs": outputs, "completion": completion} if self.ranks.is_main else None)
         if "failed" in shared:
             raise RuntimeError(f"stage {name!r} failed on rank 0 ({shared['failed']}); see rank 0's output")
@@ -198,7 +295,7 @@ class StageRunner:
             self.log(f"[{name}] running (fingerprint {fp})")
         stage_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(started_file, {"stage": name, "fingerprint": fp, "upstream": list(upstream),
-                                         "config": inputs.to_dict()})
+                                         "config": relative_paths(inputs.to_dict(), self.run_dir)[0]})
         return {"skip": False, "resume": resume}
 
 

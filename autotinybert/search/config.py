@@ -21,10 +21,15 @@ SearchConfigError = ConfigError  # the error every search-config problem raises 
 class SearchSettings(Config):
     """How to search: method, evaluator, latency window, evolution parameters, parallelism."""
 
-    method: Literal["evolved", "random", "fast"] = "evolved"
-    """evolved (Algorithm 2), random, or fast (the paper's §4.4 rule)."""
-    evaluator: str | None = None
-    """finetune | loss | module:function (a Python callable arch -> score(s)); the loss proxy is the cheap one."""
+    method: Literal["evolved", "random", "fast", "pareto"] = "evolved"
+    """evolved (Algorithm 2), random, fast (the paper's §4.4 rule), or pareto: one NSGA-II search (Optuna) over the
+    whole space for the front of (score, predicted latency); no target, `generations` x `population` evaluations."""
+    backend: Literal["torch", "onnxruntime", "onnxruntime-int8"] | None = None
+    """The latency backend the search targets; a predictor measured through another one is refused (null: the
+    predictor's own)."""
+    evaluator: str | None = "loss"
+    """loss (the supernet's held-out MLM loss on loss_max_sequences sequences: the cheap proxy) | finetune |
+    module:function (a Python callable arch -> score(s))."""
     window: tuple[float, float] = DEFAULT_WINDOW
     """Admissible predicted latency as factors [low, high] of the target."""
     tasks: NameList = Field(default_factory=list)
@@ -114,10 +119,12 @@ class SearchConfig(SearchSettings):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if (self.speedup is None) == (self.latency_ms is None):
+        if self.method == "pareto":
+            if self.speedup is not None or self.latency_ms is not None:
+                raise ValueError("method pareto searches the whole space for the score/latency front and takes no "
+                                 "target; drop speedup/latency_ms and pick from pareto.jsonl (or use method=evolved)")
+        elif (self.speedup is None) == (self.latency_ms is None):
             raise ValueError("give exactly one latency target: speedup=X or latency_ms=T")
-        if self.evaluator in EVALUATORS and not self.supernet:
-            raise ValueError(f"the {self.evaluator} evaluator needs a supernet folder (supernet=DIR)")
         if self.evaluator == "finetune" and not self.data:
             raise ValueError("the finetune evaluator needs the data folder (data=DIR)")
         if self.resume and not self.out:

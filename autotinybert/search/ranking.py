@@ -83,8 +83,13 @@ def load_scores(path: str | Path, key: str = "fitness", negate: bool = False) ->
 
     path = Path(path)
     if not path.is_file():
-        raise RankingError(f"score file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+        raise RankingError(f"score file {path} is a folder; give a candidates.jsonl or a JSON file" if path.is_dir()
+                           else f"score file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise RankingError(f"score file {path} is not text (not UTF-8); give a candidates.jsonl or a JSON "
+                           "{arch: score} file") from None
     out: dict[str, float] = {}
     try:
         whole = json.loads(text)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any, Callable
 
 from ..arch import Arch
 from ..errors import UserError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, check_output, check_safetensors
 from ..space import SearchSpace
 from .evaluators import (CallableEvaluator, Evaluation, Evaluator, FinetuneEvaluator, LossEvaluator, as_evaluator,
                          import_callable)
@@ -52,6 +53,7 @@ class SearchResult:
     evaluated: int  # candidates evaluated by this call
     wall_s: float
     out: Path | None = None
+    front: list[CandidateRecord] | None = None  # method pareto: the non-dominated candidates, fastest first
 
     @property
     def best_arch(self) -> Arch:
@@ -59,9 +61,10 @@ class SearchResult:
 
 
 # ----- building the pieces -----------------------------------------------------------------------------
-def load_predictor(spec: str) -> LatencyModel:
+def load_predictor(spec: str, backend: str | None = None) -> LatencyModel:
     """A predictor file (`autotinybert.latency.LatencyPredictor.load`) or ``module:attr`` (an object with
-    ``predict``/``reference_ms``, or a no-argument factory returning one)."""
+    ``predict``/``reference_ms``, or a no-argument factory returning one). With `backend`, a predictor file
+    measured through another latency backend is refused (`DeviceMismatchError`)."""
     path = Path(spec)
     if path.exists() or ":" not in spec:
         if not path.exists():
@@ -71,7 +74,7 @@ def load_predictor(spec: str) -> LatencyModel:
         predictor = LatencyPredictor.load(path)
         # Latency measured on another machine or with other settings is not this machine's latency:
         # other settings raise, another CPU or library version warns.
-        predictor.check_device()
+        predictor.check_device({"backend": backend} if backend else None)
         return check_latency_model(predictor)
     obj = import_callable(spec)
     if isinstance(obj, type) or (not callable(getattr(obj, "predict", None)) and callable(obj)):
@@ -88,7 +91,7 @@ def supernet_space(supernet_dir: str) -> SearchSpace:
         raise SearchConfigError(f"supernet folder {supernet_dir} has no {CONFIG_NAME}")
     try:
         return SuperBertConfig.from_dict(json.loads(file.read_text())).space
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise SearchConfigError(f"{file} is not valid JSON: {err}") from None
 
 
@@ -114,6 +117,9 @@ def build_evaluator(config: SearchConfig) -> Evaluator:
     if config.evaluator is None:
         raise SearchConfigError("no evaluator: set evaluator to finetune, loss or module:function, "
                                 "or pass one to run_search(evaluator=...)")
+    if config.evaluator in ("loss", "finetune") and not config.supernet:  # checked here, where it is needed:
+        # run_search(evaluator=callable) users give no supernet
+        raise SearchConfigError(f"the {config.evaluator} evaluator needs a supernet folder (supernet=DIR)")
     if config.evaluator == "loss":
         return LossEvaluator(config.supernet, max_sequences=config.loss_max_sequences,
                              batch_size=config.loss_batch_size, seed=config.seed)
@@ -136,6 +142,7 @@ def _prepare_out(config: SearchConfig, window: LatencyWindow, space: SearchSpace
     if log is None:
         return []
     out = log.path.parent
+    check_output(out, [(k, getattr(config, k, None)) for k in ("supernet", "predictor", "data", "tokenizer")])
     header = {"config": config.result_relevant(), "space": space.to_dict(), "window": window.to_dict(),
               "evaluator": evaluator_name}
     config_file = out / CONFIG_FILE
@@ -144,15 +151,19 @@ def _prepare_out(config: SearchConfig, window: LatencyWindow, space: SearchSpace
         if not config.overwrite:
             raise SearchConfigError(f"{out} already holds a search ({CANDIDATES_FILE}/{CONFIG_FILE}); pass resume=true "
                                     f"to continue it, overwrite=true to start over, or choose a new out")
-        for name in (CANDIDATES_FILE, CONFIG_FILE, BEST_FILE, PLOT_FILE):
+        for name in (CANDIDATES_FILE, CONFIG_FILE, BEST_FILE, PLOT_FILE, "pareto.jsonl", "pareto.png"):
             (out / name).unlink(missing_ok=True)
         has_run = False
     if has_run:
         if not config_file.exists():
             raise SearchConfigError(f"{out} has {CANDIDATES_FILE} but no {CONFIG_FILE}; cannot check that resume=true "
                                     f"continues the same search")
-        stored = json.loads(config_file.read_text())
-        diffs = _differences(stored, json.loads(json.dumps(header)))
+        try:
+            stored = json.loads(config_file.read_text())
+        except (OSError, ValueError) as err:
+            raise SearchConfigError(f"{config_file} is unreadable ({err}); pass overwrite=true to start over") from None
+        old_out = (stored.get("run") or {}).get("out") if isinstance(stored, dict) else None
+        diffs = _differences(stored, json.loads(json.dumps(header)), same=_moved_with(old_out, out))
         if diffs:
             raise SearchConfigError(f"resume=true: this search differs from the one in {out}: " + "; ".join(diffs)
                                     + ". Use the same settings, or a new out folder")
@@ -161,15 +172,31 @@ def _prepare_out(config: SearchConfig, window: LatencyWindow, space: SearchSpace
     return []
 
 
-def _differences(stored: dict, current: dict, prefix: str = "") -> list[str]:
+def _moved_with(old_out: Any, out: Path) -> Callable[[Any, Any], bool]:
+    """Whether two stored paths are one file seen from a search folder that was moved (with its run) from
+    `old_out` to `out`: the same path relative to the folder."""
+    if not isinstance(old_out, str) or not old_out:
+        return lambda a, b: False
+    old_root, new_root = os.path.abspath(old_out), os.path.abspath(out)
+
+    def same(a: Any, b: Any) -> bool:
+        return (isinstance(a, str) and isinstance(b, str) and os.path.isabs(a) and os.path.isabs(b)
+                and os.path.relpath(a, old_root) == os.path.relpath(b, new_root))
+
+    return same
+
+
+def _differences(stored: dict, current: dict, prefix: str = "",
+                 same: Callable[[Any, Any], bool] = lambda a, b: False) -> list[str]:
     out = []
     for key in sorted(set(stored) | set(current)):
         if prefix == "" and key == "run":
             continue
         a, b = stored.get(key), current.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b and not (isinstance(a, float) and isinstance(b, float) and math.isclose(a, b, rel_tol=1e-12)):
+            out += _differences(a, b, f"{prefix}{key}.", same)
+        elif a != b and not (isinstance(a, float) and isinstance(b, float) and math.isclose(a, b, rel_tol=1e-12)) \
+                and not same(a, b):
             out.append(f"{prefix}{key} was {a!r}, now {b!r}")
     return out
 
@@ -192,13 +219,22 @@ def run_search(config: SearchConfig | dict[str, Any], *, evaluator: Evaluator | 
     """
     started = time.perf_counter()
     config = SearchConfig.load(config)
+    if config.out:  # a bad out (read-only, under a file, an input's folder) fails before anything loads
+        check_output(config.out, [(k, getattr(config, k, None)) for k in ("supernet", "predictor", "data",
+                                                                           "tokenizer")])
+    if config.supernet and (Path(config.supernet) / "model.safetensors").is_file():
+        check_safetensors(Path(config.supernet) / "model.safetensors", "supernet weights")  # truncated: now
     if predictor is None:
         if not config.predictor:
             raise SearchConfigError("no latency predictor: give a predictor file (predictor=FILE) "
                                     "or pass one to run_search(predictor=...)")
-        predictor = load_predictor(config.predictor)
+        predictor = load_predictor(config.predictor, config.backend)
     predictor = check_latency_model(predictor)
     space = resolve_space(config, space)
+    if callable(getattr(predictor, "check_space", None)):
+        predictor.check_space(space)  # a predictor fitted on another (smaller) space extrapolates: refused
+    if config.method == "pareto":
+        return _run_pareto(config, evaluator, predictor, space, on_record, started)
     window = LatencyWindow.build(predictor, speedup=config.speedup, latency_ms=config.latency_ms, window=config.window)
     evaluator = as_evaluator(evaluator) if evaluator is not None else build_evaluator(config)
     sampler = AdmissibleSampler(space, predictor, window, max_draws=config.max_draws)
@@ -352,3 +388,37 @@ def _record(index: int, generation: int, slot: int, proposal, result: EvalResult
         fitness=finite_or_none(evaluation.fitness), origin=proposal.origin,
         parent=str(proposal.parent) if proposal.parent is not None else None,
         wall_s=result.wall_s, worker=result.worker)
+
+
+def _run_pareto(config: SearchConfig, evaluator, predictor: LatencyModel, space: SearchSpace, on_record,
+                started: float) -> SearchResult:
+    """`method=pareto` (search/pareto.py): the same output folder, resume and parallel evaluation as the other
+    methods; the window recorded in config.json is the space's predicted latency span."""
+    from .pareto import require_optuna, run_pareto, space_range
+
+    require_optuna()  # before an evaluator loads or a file is written
+    window = space_range(space, predictor)
+    evaluator = as_evaluator(evaluator) if evaluator is not None else build_evaluator(config)
+    if callable(getattr(evaluator, "check", None)):
+        evaluator.check()
+    backend = make_backend(evaluator, config.workers, config.threads)
+    with backend:
+        writer = getattr(backend, "is_writer", True)
+        log = CandidateLog(Path(config.out) / CANDIDATES_FILE) if config.out else None
+        prepared = _PreparedOut.attempt(lambda: _prepare_out(config, window, space, evaluator.name, log)) \
+            if writer else None
+        if hasattr(backend, "broadcast"):
+            prepared = backend.broadcast(prepared)
+        previous = prepared.records_or_raise()
+        progress = _progress(config, writer, config.generations * config.population, len(previous))
+        try:
+            outcome = run_pareto(config, evaluator=evaluator, predictor=predictor, space=space, backend=backend,
+                                 log=log, previous=previous, writer=writer, progress=progress, on_record=on_record)
+        finally:
+            if progress is not None:
+                progress.close()
+    records = outcome["records"]
+    best = sorted(records, key=sort_key)[:config.top_k]
+    return SearchResult(best, records, window, space, "pareto", outcome["generations"], len(previous),
+                        len(records) - len(previous), round(time.perf_counter() - started, 3),
+                        Path(config.out) if config.out else None, front=outcome["front"])

@@ -37,6 +37,13 @@ class TrainSettings(Config):
     """kd: weight of the last-layer attention term."""
     kd_hidden_weight: float = Field(1.0, ge=0)
     """kd: weight of the last-layer hidden-state term."""
+    kd_attention: Literal["scores", "probs", "kl"] = "scores"
+    """kd: the attention term. scores: MSE of the raw last-layer attention scores before the softmax (TinyBERT,
+    the paper and its official code); probs: MSE of the attention probabilities; kl: KL(teacher || student) of the
+    attention distributions (MiniLM). Padding contributes to none of them."""
+    stream: str | None = None
+    """Name of the run's random streams (data order, MLM masks, dropout): runs of one seed with different streams
+    draw different batches. null: the untagged streams (what a supernet run draws)."""
     batch_size: int = Field(32, gt=0)
     """Global sequences per optimizer step."""
     workers: int | None = Field(None, gt=0)
@@ -101,16 +108,40 @@ class SupernetSettings(TrainSettings):
 
     space: str | dict[str, Any] = Field("cpu-mlm", json_schema_extra={"path": "if_exists",
                                                                        "expand": "autotinybert.space:space_as_dict"})
-    """Search space: a preset (mlm, kd, cpu-mlm, cpu-kd), a YAML file or a mapping."""
+    """Search space: a preset (mlm, kd, cpu-mlm, cpu-kd), a YAML file or a mapping; with init_from also from-init
+    (max arch = the checkpoint's; the cut: dims for kd, else by head size), from-init-heads, from-init-dims."""
     sandwich: bool = False
     """BigNAS sandwich: among each worker's M archs, always the max and the min arch."""
+    init_from: PathStr | None = path_field(None, names=True)
+    """Start from a pre-trained BERT: a folder or hub name (BertModel, BertForMaskedLM, BertForPreTraining, a
+    sentence-transformers BERT, an AutoTinyBert folder). Keys left unset then default to space=from-init,
+    objective=kd with teacher=the checkpoint, tokenizer=its own, and the measured importance and depth_rule."""
+    importance: Literal["taylor", "activation", "none"] = "none"
+    """init_from: how units are ranked before training so that every sub-model keeps the most important heads /
+    head dims / FFN neurons / hidden channels (taylor: |w dL/dw|; activation: Minitron; none: as stored).
+    Default with init_from: activation (measured, docs/training.md)."""
+    calibration_batches: int = Field(16, gt=0)
+    """init_from: training batches (of batch_size sequences) the importance scores and layer ranking read."""
+    depth_rule: Literal["first", "spread", "importance"] = "first"
+    """Layers a sub-model of L layers runs: first (the paper), spread (evenly spread, ending with the last layer),
+    importance (init_from: ranked by greedy removal on the calibration batches; the default with init_from)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _init_from_defaults(cls, data):
+        if isinstance(data, dict) and data.get("init_from"):
+            from .init_from import init_from_defaults
+
+            data = init_from_defaults(data)
+        return data
 
     @field_validator("space")
     @classmethod
     def _space_loads(cls, value):
-        from ..space import SearchSpace
+        from ..space import SearchSpace, is_from_init
 
-        SearchSpace.load(value)  # a bad preset / file / grid fails here, before any work
+        if not is_from_init(value):  # from-init is checked with init_from, below
+            SearchSpace.load(value)  # a bad preset / file / grid fails here, before any work
         return value
 
     @model_validator(mode="after")
@@ -118,6 +149,21 @@ class SupernetSettings(TrainSettings):
         if self.sandwich and self.archs_per_step < 2:
             raise ValueError("sandwich needs archs_per_step >= 2 (the max and the min arch)")
         return self
+
+    @model_validator(mode="after")
+    def _init_from_keys(self):
+        # from-init, importance and depth_rule=importance need init_from. The checkpoint itself is checked before
+        # any work by the trainer (`init_from.preflight`), not here: a config is built without reading its paths.
+        from .init_from import check_settings
+
+        check_settings(self)
+        return self
+
+    def search_space(self):
+        """The resolved `SearchSpace` (from-init reads init_from's config)."""
+        from ..space import resolve_space
+
+        return resolve_space(self.space, self.init_from, self.objective)
 
 
 class FurtherTrainSettings(TrainSettings):
@@ -170,6 +216,9 @@ class TrainModelConfig(FurtherTrainSettings, TrainConfig):
 
     model: PathStr = path_field("")
     """The model folder to train further (written by `autotinybert extract`)."""
+    kd_projection: PathStr | None = path_field(None)
+    """kd: start the student-to-teacher projection from this kd_projection.safetensors (the supernet's; a model of
+    width d takes its first d columns); null: a fresh projection."""
 
     @model_validator(mode="after")
     def _needs_model(self):

@@ -40,14 +40,18 @@ class MetricsLog:
         self.handle.write(json.dumps(record) + "\n")
         self.handle.flush()
 
-    def step(self, step: int, *, loss: float, lr: float, tokens: int, seconds: float, archs: list) -> None:
+    def step(self, step: int, *, loss: float, lr: float, tokens: int, seconds: float, archs: list,
+             terms: dict[str, float] | None = None) -> None:
+        """`terms`: the loss's parts, unweighted (kd: kd_attention, kd_hidden), written beside `loss`."""
         if self.handle is None:
             return
-        self._write({"event": "step", "step": step, "loss": loss, "lr": lr, "tokens": tokens,
+        self._write({"event": "step", "step": step, "loss": loss, **(terms or {}), "lr": lr, "tokens": tokens,
                      "seconds": round(seconds, 4), "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
                      "archs": archs, "time": time.time()})
         if self.writer:
             self.writer.add_scalar("train/loss", loss, step)
+            for name, value in (terms or {}).items():
+                self.writer.add_scalar(f"train/{name}", value, step)
             self.writer.add_scalar("train/lr", lr, step)
 
     def eval(self, step: int, values: dict[str, Any]) -> None:

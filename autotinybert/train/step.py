@@ -9,7 +9,7 @@ plays `workers / world_size` of them in turn). Worker w trains each of its M arc
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..data.masking import mask_tokens, masking_spec_for
-from ..seeding import derive_seed, forked_global_rng, numpy_rng, torch_generator
+from ..seeding import derive_seed, forked_global_rng, numpy_rng, stream_purpose, torch_generator
 from .config import TrainConfig
 from .distributed import DistContext
 from .objectives import Teacher
@@ -34,17 +34,18 @@ class StepResult:
     loss: float  # mean loss over every worker's M x grad_accum backward passes
     tokens: int  # non-padding tokens in the global batch
     archs: list[list[str]]  # archs[w]: the M archs worker w trained
+    terms: dict[str, float] = field(default_factory=dict)  # mean of each loss term (kd: attention, hidden)
 
 
-def batch_rows(step: int, batch_size: int, n_train: int, seed: int) -> np.ndarray:
-    """Rows of the global batch of `step`: consecutive slices of a per-epoch seeded permutation."""
+def batch_rows(step: int, batch_size: int, n_train: int, seed: int, stream: str | None = None) -> np.ndarray:
+    """Rows of the global batch of `step`: consecutive slices of a per-epoch seeded permutation (of `stream`)."""
     start = step * batch_size
     rows = []
     epoch_cache: dict[int, np.ndarray] = {}
     for sample in range(start, start + batch_size):
         epoch, pos = divmod(sample, n_train)
         if epoch not in epoch_cache:
-            epoch_cache[epoch] = numpy_rng(seed, epoch, purpose="shuffle").permutation(n_train)
+            epoch_cache[epoch] = numpy_rng(seed, epoch, purpose=stream_purpose("shuffle", stream)).permutation(n_train)
         rows.append(epoch_cache[epoch][pos])
     return np.asarray(rows)
 
@@ -72,14 +73,16 @@ class OneShotStep:
 
     def global_batch(self, step: int) -> torch.Tensor:
         """(batch_size, T) token ids in the permutation's order (read from the memory map in row order)."""
-        rows = batch_rows(step, self.config.batch_size, len(self.corpus.train), self.config.seed)
+        rows = batch_rows(step, self.config.batch_size, len(self.corpus.train), self.config.seed, self.config.stream)
         ids = torch.as_tensor(np.asarray(self.corpus.train[np.sort(rows)], dtype=np.int64))
         return ids[torch.as_tensor(np.argsort(np.argsort(rows)))]
 
     def __call__(self, step: int) -> StepResult:
         c, dev, pad = self.config, self.ctx.device, self.corpus.pad_token_id
+        mask_purpose, dropout_purpose = stream_purpose("mask", c.stream), stream_purpose("dropout", c.stream)
         ids_all = self.global_batch(step)
         loss_sum, count = 0.0, 0
+        term_sums: dict[str, float] = {}
         for w in self.my_workers:
             ids_w = ids_all[w * self.sub:(w + 1) * self.sub]
             teacher_out = {}  # micro-batch -> teacher outputs, computed once and shared by the M archs
@@ -89,7 +92,8 @@ class OneShotStep:
                     attention_mask = (ids != pad).long().to(dev)
                     labels = None
                     if c.objective == "mlm":
-                        masked = mask_tokens(ids, self.masking, torch_generator(c.seed, step, w, m, a, purpose="mask"))
+                        masked = mask_tokens(ids, self.masking,
+                                             torch_generator(c.seed, step, w, m, a, purpose=mask_purpose))
                         inputs, labels = masked.input_ids.to(dev), masked.labels.to(dev)
                     else:
                         inputs = ids.to(dev)
@@ -99,17 +103,19 @@ class OneShotStep:
                     count += 1
                     last = count == self.n_backward  # DDP all-reduces the gradients on the last backward only
                     sync = contextlib.nullcontext() if last or not self.ctx.distributed else self.engine.no_sync()
-                    dropout_seed = derive_seed(c.seed, step, w, m, a, purpose="dropout")
+                    dropout_seed = derive_seed(c.seed, step, w, m, a, purpose=dropout_purpose)
                     with sync, forked_global_rng(dropout_seed, dev):  # dropout takes no generator argument
                         with self._autocast():
-                            loss = self.engine(inputs, attention_mask, arch=arch, labels=labels,
-                                               teacher=teacher_out.get(a))
-                        (loss * self.scale).backward()
-                    loss_sum += float(loss.detach())
+                            out = self.engine(inputs, attention_mask, arch=arch, labels=labels,
+                                              teacher=teacher_out.get(a))
+                        (out.loss * self.scale).backward()
+                    loss_sum += float(out.loss.detach())
+                    for name, value in out.terms.items():
+                        term_sums[name] = term_sums.get(name, 0.0) + float(value.detach())
         self._update()
-        loss, tokens = self._reduce(loss_sum, count, int((ids_all != pad).sum()))
+        loss, tokens, terms = self._reduce(loss_sum, count, int((ids_all != pad).sum()), term_sums)
         archs = [[str(a) for a in self.task.archs_for(step, w)] for w in range(self.workers)]
-        return StepResult(loss=loss, tokens=tokens, archs=archs)
+        return StepResult(loss=loss, tokens=tokens, archs=archs, terms=terms)
 
     def _update(self) -> None:
         for p in self.module.parameters():  # untouched parameters get a zero gradient, as under DDP on any rank
@@ -120,12 +126,15 @@ class OneShotStep:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def _reduce(self, loss_sum: float, count: int, tokens: int) -> tuple[float, int]:
-        """(mean loss, global-batch tokens) over all processes."""
-        totals = torch.tensor([loss_sum, float(count), float(tokens)])
+    def _reduce(self, loss_sum: float, count: int, tokens: int,
+                term_sums: dict[str, float]) -> tuple[float, int, dict[str, float]]:
+        """(mean loss, global-batch tokens, mean of each loss term) over all processes."""
+        names = sorted(term_sums)  # the same terms on every process (one objective)
+        totals = torch.tensor([loss_sum, float(count), float(tokens)] + [term_sums[n] for n in names])
         if self.ctx.distributed:
             totals = totals.to(self.ctx.device)
             torch.distributed.all_reduce(totals)
             totals = totals.cpu()
             totals[2] /= self.ctx.world_size  # every process holds the whole global batch
-        return float(totals[0] / totals[1]), int(totals[2])
+        return (float(totals[0] / totals[1]), int(totals[2]),
+                {n: float(totals[3 + i] / totals[1]) for i, n in enumerate(names)})

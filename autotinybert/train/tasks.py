@@ -42,6 +42,8 @@ class TrainingTask(Protocol):
     def default_tokenizer(self) -> str | None: ...
     def check_tokenizer(self, tokenizer, source: str | None) -> None: ...
     def build_model(self, tokenizer) -> nn.Module: ...
+    def initialize(self, module, corpus, teacher, ctx, make_module) -> dict[str, Any] | None: ...
+    def keeps_on_restart(self, out: Path) -> bool: ...
     def archs_for(self, step: int, worker: int) -> list[Arch]: ...
     def eval_archs(self) -> dict[str, Arch]: ...
     def run_info(self) -> dict[str, Any]: ...
@@ -54,27 +56,61 @@ class SupernetTask:
     kind = "supernet"
 
     def __init__(self, config: TrainSupernetConfig):
-        from ..space import SearchSpace
-
         self.config = config
-        self.space = SearchSpace.load(config.space)
+        self.checkpoint = None  # init_from: the checkpoint's description (its config files only)
+        if config.init_from:
+            from .init_from import preflight
+
+            self.checkpoint = preflight(config)  # a non-BERT, a too-small checkpoint: refused before any work
+        self.space = config.search_space()
         self.student_heads = self.space.max_arch.heads
         self.attention_cut = self.space.attention
 
     def default_tokenizer(self) -> str | None:
-        return None  # train a WordPiece on the corpus
+        """init_from: the checkpoint's own tokenizer; otherwise None (a WordPiece trained on the corpus)."""
+        if self.checkpoint is None:
+            return None
+        if self.checkpoint.tokenizer is None:
+            raise UserError(f"init_from {self.checkpoint.source} has no tokenizer files (tokenizer.json / vocab.txt); "
+                            "pass tokenizer= with the tokenizer it was trained with")
+        return self.checkpoint.tokenizer
 
     def check_tokenizer(self, tokenizer, source: str | None) -> None:
-        pass  # the supernet's vocabulary is built from the tokenizer
+        if self.checkpoint is not None:  # the word embeddings only fit the checkpoint's vocabulary
+            from ..pretrained import check_vocabulary
+
+            check_vocabulary(self.checkpoint, tokenizer, source)
 
     def build_model(self, tokenizer) -> nn.Module:
         from ..supernet import SuperBertConfig, SuperBertForMaskedLM
 
-        c = self.config
+        c, ckpt = self.config, self.checkpoint
+        if ckpt is None:
+            shape = dict(max_position_embeddings=max(512, c.max_seq_length))
+        else:  # the checkpoint's embedding tables and LayerNorm epsilon
+            shape = dict(max_position_embeddings=ckpt.max_position_embeddings, type_vocab_size=ckpt.type_vocab_size,
+                         layer_norm_eps=ckpt.layer_norm_eps)
+        # 'importance' starts from the stored order; `initialize` puts the calibration's ranking in
+        ranking = list(range(self.space.max_arch.layers)) if c.depth_rule == "importance" else None
         return SuperBertForMaskedLM(SuperBertConfig(
-            space=self.space, vocab_size=len(tokenizer), max_position_embeddings=max(512, c.max_seq_length),
+            space=self.space, vocab_size=len(tokenizer), **shape,
             hidden_dropout_prob=c.hidden_dropout_prob, attention_probs_dropout_prob=c.attention_probs_dropout_prob,
-            pad_token_id=tokenizer.pad_token_id, extra={"objective": c.objective, "teacher": c.teacher}))
+            pad_token_id=tokenizer.pad_token_id, depth_rule=c.depth_rule, layer_ranking=ranking,
+            extra={"objective": c.objective, "teacher": c.teacher}))
+
+    def initialize(self, module, corpus, teacher, ctx, make_module) -> dict[str, Any] | None:
+        """init_from: fill the fresh supernet from the checkpoint (calibration, ordering, slicing); else nothing."""
+        if self.checkpoint is None:
+            return None
+        from .init_from import initialize
+
+        return initialize(module, self.config, corpus, teacher, ctx, make_module)
+
+    def keeps_on_restart(self, out: Path) -> bool:
+        """A restarted init_from run keeps the calibration progress in ``out/init_from``."""
+        from .init_from import INIT_DIR
+
+        return self.checkpoint is not None and (Path(out) / INIT_DIR).is_dir()
 
     def archs_for(self, step: int, worker: int) -> list[Arch]:
         c = self.config
@@ -84,7 +120,14 @@ class SupernetTask:
         return {"max": self.space.max_arch, "min": self.space.min_arch}
 
     def run_info(self) -> dict[str, Any]:
-        return {"kind": self.kind, "space_resolved": self.space.to_dict()}
+        info = {"kind": self.kind, "space_resolved": self.space.to_dict()}
+        if self.checkpoint is not None:
+            from ..space import from_init_cut
+
+            info["init_from_checkpoint"] = self.checkpoint.to_dict()
+            if self.config.space == "from-init":
+                info["space_cut_reason"] = from_init_cut(self.checkpoint.arch, self.config.objective)[1]
+        return info
 
     def save(self, model: nn.Module, out: Path, tokenizer_dir: Path) -> None:
         model.save_pretrained(out, tokenizer_dir=tokenizer_dir)
@@ -141,6 +184,12 @@ class FixedModelTask:
 
     def run_info(self) -> dict[str, Any]:
         return {"kind": self.kind, "space_resolved": None}
+
+    def initialize(self, module, corpus, teacher, ctx, make_module) -> None:
+        return None  # the model folder's weights are the start
+
+    def keeps_on_restart(self, out: Path) -> bool:
+        return False
 
     def save(self, model: nn.Module, out: Path, tokenizer_dir: Path) -> None:
         model.save_pretrained(out)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import UserError
-from ..io import atomic_write_json, copy_tokenizer_files
+from ..io import apply_umask, atomic_write_json, check_safetensors, clear_folder, copy_tokenizer_files
+from ..pretrained import bert_folder
 from ..runtime import torch_threads
 from ..seeding import derive_seed, forked_global_rng
 from .checkpoint import ResumePoint, check_compatible, load_checkpoint, resume_point, save_checkpoint
@@ -40,9 +40,10 @@ from .metrics import METRICS_NAME, MetricsLog
 from .objectives import StudentModule, Teacher, describe_teacher
 from .optim import adamw, linear_warmup_decay, warmup_steps
 from .step import OneShotStep, StepResult
+from .init_from import clear_run_folder
 from .tasks import TrainingTask, draw_archs, make_task
 from .validation import PROJECTION_NAME, RUN_CONFIG_NAME, VALIDATION_NAME, EvalSet
-from .validation import evaluate as held_out_loss
+from .validation import evaluate_terms as held_out_terms
 
 if TYPE_CHECKING:
     from ..data.dataset import PreparedCorpus
@@ -75,7 +76,7 @@ class Trainer:
         list_corpus_files(c.corpus)  # missing / empty corpus -> clear error now
         self.config, self.ctx, self.out = config, ctx, Path(c.out)
         self.resume: ResumePoint = resume_point(self.out, resume=c.resume, overwrite=c.overwrite,
-                                                run_marker=RUN_CONFIG_NAME)
+                                                run_marker=RUN_CONFIG_NAME, inputs=_input_paths(c))
         self.workers: int = c.workers or ctx.world_size
         if self.resume.checkpoint is not None:
             check_compatible(self.resume.checkpoint, c.fingerprint(), c.compute_settings(), self.workers)
@@ -85,6 +86,8 @@ class Trainer:
         if c.batch_size % (self.workers * c.grad_accum):
             raise TrainConfigError(f"batch_size={c.batch_size} must be divisible by workers x grad_accum = "
                                    f"{self.workers} x {c.grad_accum}")
+        if isinstance(c, TrainModelConfig) and (Path(c.model) / "model.safetensors").is_file():
+            check_safetensors(Path(c.model) / "model.safetensors")  # a truncated copy fails now, not after tokenizing
         self.task: TrainingTask = make_task(c)
         if c.tensorboard:
             try:
@@ -95,7 +98,8 @@ class Trainer:
     # ----- setup -----------------------------------------------------------------------------------------------
     def setup(self) -> None:
         c, ctx = self.config, self.ctx
-        self.teacher = Teacher(c.teacher, ctx.device) if c.objective == "kd" else None
+        # a sentence-transformers folder (init_from's default teacher) keeps its BERT in a module folder
+        self.teacher = Teacher(bert_folder(c.teacher), ctx.device) if c.objective == "kd" else None
         source = c.tokenizer or self.task.default_tokenizer()
         if source is not None:  # vocabulary / teacher checks now, before tokenizing the corpus
             from ..data.tokenizer import load_tokenizer
@@ -104,17 +108,17 @@ class Trainer:
         self.corpus = self._prepare_corpus(source)
         if source is None:  # the tokenizer was trained on the corpus just now
             self._check_tokenizer(self.corpus.tokenizer, None)
-        self.module = self._build_module()
         n_train = len(self.corpus.train)
         self.total_steps = c.max_steps or max(1, math.ceil(c.epochs * n_train / c.batch_size))
+        if ctx.is_main:  # before the model: init_from's calibration keeps its progress in the run folder
+            self._write_run_files()
+        ctx.barrier()
+        self.module = self._build_module()
         self.optimizer = adamw(self.module, learning_rate=c.learning_rate, weight_decay=c.weight_decay,
                                eps=c.adam_epsilon, betas=(c.adam_beta1, c.adam_beta2))
         self.scheduler = linear_warmup_decay(self.optimizer, self.total_steps,
                                              warmup_steps(c.warmup_ratio, self.total_steps, rounding="floor"))
         self.start_step = self._restore()
-        if ctx.is_main:
-            self._write_run_files()
-        ctx.barrier()
         self.train_step = OneShotStep(c, ctx, self.workers, self.corpus, self.task, self.teacher, self.module,
                                       self._engine(), self.optimizer)
         self.eval_set = None
@@ -148,8 +152,22 @@ class Trainer:
         c = self.config
         with forked_global_rng(derive_seed(c.seed, purpose="init")):  # BERT init from a seeded stream
             model = self.task.build_model(self.corpus.tokenizer)
-            return StudentModule(model, c.objective, self.teacher.hidden if self.teacher else None,
-                                 c.kd_attention_weight, c.kd_hidden_weight).to(self.ctx.device)
+            module = self._student(model)
+        if isinstance(c, TrainModelConfig) and c.kd_projection and module.projection is not None:
+            module.load_projection(c.kd_projection)  # the supernet's trained projection, not a fresh one
+        module = module.to(self.ctx.device)
+        # init_from: the checkpoint's (ordered) weights replace the fresh ones; a resumed run then loads its checkpoint
+        info = self.task.initialize(module, self.corpus, self.teacher, self.ctx, self._student)
+        if info is not None and self.ctx.is_main:
+            run_file = self.out / RUN_CONFIG_NAME
+            atomic_write_json(run_file, {**json.loads(run_file.read_text()), "init_from_info": info})
+        return module
+
+    def _student(self, model: nn.Module) -> StudentModule:
+        """`model` with the objective's trainable extras (the KD projection)."""
+        c = self.config
+        return StudentModule(model, c.objective, self.teacher.hidden if self.teacher else None,
+                             c.kd_attention_weight, c.kd_hidden_weight, c.kd_attention)
 
     def _restore(self) -> int:
         """Load the checkpoint resumed from (weights, AdamW moments, schedule, RNG); its step, or 0."""
@@ -158,13 +176,20 @@ class Trainer:
             return 0
         load_checkpoint(checkpoint, self.module, self.optimizer)
         self.scheduler.load_state_dict(checkpoint.state["scheduler"])
-        torch.set_rng_state(torch.tensor(checkpoint.state["rng"]["torch_cpu"], dtype=torch.uint8))
+        # No RNG state to restore: every draw forks torch's global RNG with its own seed (seeding.py), so that state
+        # is never read. Checkpoints no longer record it (it made two identical runs' checkpoints differ); an older
+        # checkpoint's record is applied as it was.
+        if "rng" in checkpoint.state:
+            torch.set_rng_state(torch.tensor(checkpoint.state["rng"]["torch_cpu"], dtype=torch.uint8))
         return checkpoint.step
 
     def _write_run_files(self) -> None:
         c, out, corpus = self.config, self.out, self.corpus
         if out.exists() and self.resume.clear_out:
-            shutil.rmtree(out)
+            if c.resume and self.task.keeps_on_restart(out):  # init_from: the calibration's progress survives
+                clear_run_folder(out)
+            else:
+                clear_folder(out)  # the folder (or the symlink to it) stays: its contents go
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / RUN_CONFIG_NAME, {
             **c.to_dict(), **self.task.run_info(),
@@ -227,7 +252,7 @@ class Trainer:
             return
         if step % self.config.log_every == 0 or step == self.total_steps:
             metrics.step(step, loss=result.loss, lr=self.scheduler.get_last_lr()[0], tokens=result.tokens,
-                         seconds=seconds, archs=result.archs)
+                         seconds=seconds, archs=result.archs, terms=result.terms)
         bar.set_postfix(loss=f"{result.loss:.3f}", tok_s=f"{result.tokens / seconds:,.0f}", refresh=False)
         bar.update(1)
 
@@ -242,10 +267,13 @@ class Trainer:
         return stop
 
     def evaluate(self) -> dict[str, Any]:
-        """Held-out loss of each of the task's evaluation archs (rank 0)."""
-        archs = self.task.eval_archs()
-        return {f"val_loss_{name}": held_out_loss(self.module, self.eval_set, arch) for name, arch in archs.items()} | {
-            f"arch_{name}": str(arch) for name, arch in archs.items()}
+        """Held-out loss (and, for kd, each term) of each of the task's evaluation archs (rank 0)."""
+        values: dict[str, Any] = {}
+        for name, arch in self.task.eval_archs().items():
+            result = held_out_terms(self.module, self.eval_set, arch)
+            values[f"val_loss_{name}"] = result.pop("loss")
+            values |= {f"val_{term}_{name}": v for term, v in result.items()}
+        return values | {f"arch_{name}": str(arch) for name, arch in self.task.eval_archs().items()}
 
     # ----- save ------------------------------------------------------------------------------------------------
     def save(self, step: int) -> None:
@@ -256,15 +284,54 @@ class Trainer:
             save_checkpoint(self.out, step, self.module, self.optimizer, {
                 "config_fingerprint": c.fingerprint(), "settings": c.compute_settings(), "workers": self.workers,
                 "scheduler": _jsonable(self.scheduler.state_dict()),
-                "rng": {"torch_cpu": torch.get_rng_state().tolist()},
                 "data": {"samples_seen": step * c.batch_size, "epoch": step * c.batch_size // len(self.corpus.train),
                          "train_sequences": len(self.corpus.train)}}, keep=c.keep_checkpoints)
             self.task.save(self.module.model, self.out, self.corpus.tokenizer_dir)
+            if self.task.kind == "model":
+                self._write_card(step)
             if self.module.projection is not None:
                 state = {f"projection.{k}": v.detach().contiguous().cpu()
                          for k, v in self.module.projection.state_dict().items()}
                 save_file(state, str(self.out / PROJECTION_NAME))
+            for file in self.out.iterdir():  # transformers writes its weights 0600 through a private temp file
+                if file.is_file() and not file.is_symlink():
+                    apply_umask(file)
         self.ctx.barrier()
+
+    def _write_card(self, step: int) -> None:
+        """README.md of the further-trained model: its budget so far and the last held-out loss, beside what the
+        source folder's card knows (how it was found, latency)."""
+        from ..modelcard import CardInfo, Metric, write_card
+        from .metrics import METRICS_NAME
+
+        c = self.config
+        last_eval: dict[str, Any] = {}
+        metrics_file = self.out / METRICS_NAME
+        if metrics_file.is_file():
+            for line in metrics_file.read_text().splitlines():
+                if line.strip():
+                    record = json.loads(line)
+                    if record.get("event") == "eval" and record.get("step", -1) <= step:
+                        last_eval = record
+        losses = [Metric(name=key, value=float(value), task="mlm", dataset="held-out corpus split",
+                         task_type="fill-mask")
+                  for key, value in last_eval.items() if key.startswith("val_loss") and isinstance(value, float)]
+        training = {"objective": c.objective, "teacher": c.teacher, "steps": step, "planned steps": self.total_steps,
+                    "batch size": c.batch_size, "sequences seen": step * c.batch_size,
+                    "max sequence length": getattr(c, "max_seq_length", None), "learning rate": c.learning_rate,
+                    "seed": c.seed, "corpus": ", ".join(str(x) for x in c.corpus)}
+        info = CardInfo.of_model(self.module.model, "further-trained", source=str(c.model),
+                                 training={k: v for k, v in training.items() if v is not None}, metrics=losses)
+        write_card(self.out, info.inherit(c.model), name=self.out.name)
+
+
+def _input_paths(c: TrainConfig) -> list[tuple[str, Any]]:
+    """The paths a run reads, which its `out` must not overwrite (hub names are skipped by the check)."""
+    pairs: list[tuple[str, Any]] = [("corpus", list(c.corpus)), ("tokenizer", c.tokenizer), ("teacher", c.teacher)]
+    for key in ("model", "init_from", "kd_projection"):
+        if getattr(c, key, None):
+            pairs.append((key, getattr(c, key)))
+    return pairs
 
 
 def _jsonable(value: Any) -> Any:

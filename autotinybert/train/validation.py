@@ -57,18 +57,26 @@ class EvalSet:
 
 
 @torch.no_grad()
-def evaluate(module: StudentModule, eval_set: EvalSet, arch: Arch) -> float:
-    """Mean held-out loss of `arch` (weighted by masked positions for MLM, by real tokens for KD)."""
+def evaluate_terms(module: StudentModule, eval_set: EvalSet, arch: Arch) -> dict[str, float]:
+    """Mean held-out loss of `arch` and of each of its terms (kd: kd_attention, kd_hidden), weighted by masked
+    positions for MLM, by real tokens for KD: {"loss": ..., "kd_attention": ..., ...}."""
     was_training = module.training
     module.eval()
-    total, weight = 0.0, 0
+    totals: dict[str, float] = {}
+    weight = 0
     for batch in eval_set.batches:
-        loss = module(batch["input_ids"], batch["attention_mask"], arch=arch, labels=batch.get("labels"),
-                      teacher=batch.get("teacher"))
-        total += float(loss) * batch["weight"]
+        out = module(batch["input_ids"], batch["attention_mask"], arch=arch, labels=batch.get("labels"),
+                     teacher=batch.get("teacher"))
+        for name, value in {"loss": out.loss, **out.terms}.items():
+            totals[name] = totals.get(name, 0.0) + float(value) * batch["weight"]
         weight += batch["weight"]
     module.train(was_training)
-    return total / max(weight, 1)
+    return {name: total / max(weight, 1) for name, total in totals.items()}
+
+
+def evaluate(module: StudentModule, eval_set: EvalSet, arch: Arch) -> float:
+    """Mean held-out loss of `arch` (weighted by masked positions for MLM, by real tokens for KD)."""
+    return evaluate_terms(module, eval_set, arch)["loss"]
 
 
 def load_run_config(supernet_dir: Path) -> dict[str, Any]:
@@ -76,7 +84,11 @@ def load_run_config(supernet_dir: Path) -> dict[str, Any]:
     if not file.is_file():
         raise UserError(f"{supernet_dir} has no {RUN_CONFIG_NAME}: it was not written by train-supernet, so its "
                         "validation split is unknown")
-    return json.loads(file.read_text())
+    try:
+        return json.loads(file.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{file} cannot be read ({err}); the supernet folder is damaged: copy it again, or train "
+                        "it again") from None
 
 
 class LossProxy:
@@ -104,8 +116,10 @@ class LossProxy:
         if self.objective == "kd":
             teacher = Teacher(run["teacher"], device=self.device)
             teacher_hidden = teacher.hidden
+        # a run written before `kd_attention` existed was trained on attention probabilities
         self.module = StudentModule(self.supernet, self.objective, teacher_hidden,
-                                    run.get("kd_attention_weight", 1.0), run.get("kd_hidden_weight", 1.0))
+                                    run.get("kd_attention_weight", 1.0), run.get("kd_hidden_weight", 1.0),
+                                    run.get("kd_attention", "probs"))
         if self.objective == "kd":
             projection = load_file(str(self.supernet_dir / PROJECTION_NAME))
             self.module.projection.load_state_dict({k.removeprefix("projection."): v for k, v in projection.items()})
