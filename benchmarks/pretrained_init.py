@@ -1,7 +1,7 @@
 """Start from all-MiniLM-L6-v2 instead of random weights: KD loss of sub-models and what they keep after fine-tuning.
 
-    nice -n 10 python benchmarks/pretrained_init.py --out results/pretrained_init.json          # ~60-90 min
-    python benchmarks/pretrained_init.py --quick --out results/pretrained_init_quick.json      # ~10-15 min
+    nice -n 10 python benchmarks/pretrained_init.py --out results/pretrained_init.json          # 78 min here
+    python benchmarks/pretrained_init.py --quick --out results/pretrained_init_quick.json      # 4.5 min (smoke run)
 
 (a) On ../shared/data/corpus (a fixed subset of its files; 128-token sequences, MiniLM's tokenizer), one
     SuperBERT per variant over the space derived from MiniLM (`from-init`: 6-384-1536-12-384 at most, dims cut),
@@ -23,6 +23,7 @@ OUT.work/, so an interrupted run resumes.
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -247,6 +248,14 @@ def main() -> int:
     started = time.time()
     work = Path(args.out).with_suffix(".work")
     work.mkdir(parents=True, exist_ok=True)
+    same_run = {k: v for k, v in vars(args).items() if k not in ("out", "skip_finetune")}
+    marker = work / "settings.json"
+    if marker.is_file() and json.loads(marker.read_text()) != same_run:  # kept phases are of other settings
+        print(f"{work} holds results of other settings: starting over (the corpus cache is kept)")
+        for entry in work.iterdir():
+            if entry.name != "cache":
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    marker.write_text(json.dumps(same_run))
     files = corpus_files(*((4, 2) if q else (12, 6)))
     walls: dict[str, float] = {}
     rows: list[dict] = []
