@@ -140,7 +140,7 @@ def test_end_to_end_rerun_change_and_resume(demo_root, monkeypatch):
     assert f"- {speedup}x conventional-inherited `{inherited.arch}`: 6 supernet + 4 further = 10 steps" in report
     assert f"- {speedup}x conventional-scratch `{scratch.arch}`: 10 steps from scratch (warm-up 10 %)" in report
     gap = 100 * (scratch.measured_ms / searched.measured_ms - 1)
-    assert f"latency gap: the baseline's measured {scratch.measured_ms:.2f} ms is {gap:+.1f} %" in report
+    assert f"latency gap {gap:+.1f} % (baseline {scratch.measured_ms:.2f} ms vs {searched.measured_ms:.2f} ms" in report
     assert "seed spread: SE of the gap" in report and "±" in report
     assert f"rank {candidate.search_rank} `{candidate.arch}`" in report  # every further-trained candidate listed
     scored = [m for m in result.models if m.scores]

@@ -115,9 +115,9 @@ def comparison_lines(models: list[dict[str, Any]]) -> list[str]:
                     continue
                 diff = 100 * (m["score"] - base["score"])
                 lines.append(f"- {target:g}x: {kind} `{m['arch']}` {100 * m['score']:.1f} vs {base_kind} "
-                             f"`{base['arch']}` {100 * base['score']:.1f} ({diff:+.1f} points); latency gap: the "
-                             f"baseline's measured {base['measured_ms']:.2f} ms is {_pct(base['measured_ms'], m['measured_ms'])} "
-                             f"of the {kind} model's {m['measured_ms']:.2f} ms; {gap_verdict(m, base)}")
+                             f"`{base['arch']}` {100 * base['score']:.1f} ({diff:+.1f} points); latency gap "
+                             f"{_pct(base['measured_ms'], m['measured_ms'])} (baseline {base['measured_ms']:.2f} ms "
+                             f"vs {m['measured_ms']:.2f} ms, timed in one run); {gap_verdict(m, base)}")
     return lines
 
 
@@ -204,8 +204,13 @@ def _gap(m: dict[str, Any], models: list[dict[str, Any]]) -> str:
     return _pct(m["measured_ms"], searched["measured_ms"])
 
 
+ROW_ORDER = {"searched": 0, "fast": 1, "conventional-inherited": 2, "conventional-scratch": 3}
+
+
 def _rows(models: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    shown = [m for m in models if m["kind"] != "candidate"]
+    """Per target (in order): the searched model, the fast pick, then the two baselines."""
+    shown = sorted((m for m in models if m["kind"] != "candidate"),
+                   key=lambda m: (m["speedup_target"], ROW_ORDER[m["kind"]]))
     tasks = sorted({t for m in shown for t in m.get("scores", {})})
     head = ["model", "arch", "pred ms", "meas ms", "speedup", "lat vs searched", "steps"] + tasks + [
         "score", "(best)"]
