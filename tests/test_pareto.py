@@ -116,7 +116,7 @@ def test_pipeline_plans_one_pareto_search_and_a_pick_per_target(tmp_path):
     from autotinybert.pipeline.config import DemoConfig
     from autotinybert.pipeline.plan import plan
 
-    cfg = DemoConfig.from_dict({**DemoConfig.embedded().to_dict(), "out": str(tmp_path)},
+    cfg = DemoConfig.from_dict({**DemoConfig.embedded(checkpoint=False).to_dict(), "out": str(tmp_path)},
                                ["search.method=pareto", "latency.backend=onnxruntime-int8"])
     assert cfg.latency.timing_kwargs()["backend"] == "onnxruntime-int8"  # the latency stage times INT8 ONNX
     stages = {s.name: s for s in plan(cfg)}

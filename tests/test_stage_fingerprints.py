@@ -116,7 +116,17 @@ def variants(value, annotation):
 
 
 # keys that only change once another is set: path -> (that key's path, its value)
-REQUIRES = {("supernet", "importance"): (("supernet", "init_from"), "/fp/checkpoint")}
+REQUIRES = {("supernet", "importance"): (("supernet", "init_from"), "/fp/checkpoint"),
+            ("search", "speedup_over"): (("supernet", "init_from"), "/fp/checkpoint")}
+
+
+@pytest.fixture(autouse=True)
+def no_checkpoint_reads(monkeypatch):
+    """The plan reads an init_from checkpoint's arch and folder from its config; here there is no file to read."""
+    import autotinybert.pipeline.plan as plan_module
+
+    monkeypatch.setattr(plan_module, "init_arch", lambda cfg: "2-48-96-3-48" if cfg.supernet.init_from else None)
+    monkeypatch.setattr(plan_module, "_init_dir", lambda cfg: cfg.supernet.init_from)
 
 
 @cache

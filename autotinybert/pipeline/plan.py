@@ -52,8 +52,27 @@ def tokenize_inputs(cfg: PipelineConfig, up: Upstream) -> TokenizeInputs:
     return TokenizeInputs(data=corpus(cfg), progress=cfg.progress)
 
 
+def init_arch(cfg: PipelineConfig) -> str | None:
+    """The supernet.init_from checkpoint's arch (timed beside BERT-base in every campaign), or None."""
+    if not cfg.supernet.init_from:
+        return None
+    from ..pretrained import inspect_checkpoint
+
+    return str(inspect_checkpoint(str(cfg.supernet.init_from)).arch)
+
+
 def latency_inputs(cfg: PipelineConfig, up: Upstream) -> LatencyInputs:
-    return LatencyInputs(latency=cfg.latency, space=cfg.supernet.space, seed=cfg.seed)
+    # the resolved space (a from-init space is the checkpoint's, read here once)
+    return LatencyInputs(latency=cfg.latency, space=cfg.supernet.search_space().to_dict(), seed=cfg.seed,
+                         init_arch=init_arch(cfg))
+
+
+def bert_base_speedup(cfg: PipelineConfig, target: float, fitted: PredictorOutputs) -> float:
+    """A target of search.speedups as a speedup over BERT-base (what the search aims at): with
+    speedup_over=init, `target` times faster than the checkpoint's latency measured in the same campaign."""
+    if cfg.search.speedup_over == "bert-base":
+        return target
+    return target * fitted.reference_ms / fitted.init_ms
 
 
 def predictor_inputs(cfg: PipelineConfig, up: Upstream) -> PredictorInputs:
@@ -67,9 +86,10 @@ def supernet_inputs(cfg: PipelineConfig, up: Upstream) -> SupernetInputs:
 
 def search_inputs(cfg: PipelineConfig, up: Upstream, *, speedup: float, method: str) -> SearchInputs:
     settings = cfg.search.to_dict()
-    for key in ("speedups", "fast", "plot"):
+    for key in ("speedups", "speedup_over", "fast", "plot"):
         del settings[key]
-    return SearchInputs(search=SearchSettings.from_dict({**settings, "method": method}), speedup=speedup,
+    return SearchInputs(search=SearchSettings.from_dict({**settings, "method": method}),
+                        speedup=bert_base_speedup(cfg, speedup, up["predictor"]),
                         plot=cfg.search.plot, seed=cfg.seed, progress=cfg.progress,
                         downstream=cfg.data.downstream if cfg.search.evaluator == "finetune" else None,
                         supernet=up["supernet"], predictor=up["predictor"])
@@ -80,9 +100,19 @@ def extract_inputs(cfg: PipelineConfig, up: Upstream) -> ExtractInputs:
                               fast=up[f"fast-{target_tag(s)}"] if cfg.search.fast else None)
                for s in cfg.search.speedups]
     return ExtractInputs(targets=targets, latency=LatencySettings(**cfg.latency.timing_kwargs()),
+                         init_arch=init_arch(cfg), init_dir=_init_dir(cfg),
                          top_k=cfg.further_train.top_k, baseline_head_size=cfg.latency.baseline_head_size,
                          conventional_candidates=cfg.baselines.latency_candidates, seed=cfg.seed,
                          supernet=up["supernet"], predictor=up["predictor"], campaign=up["latency"])
+
+
+def _init_dir(cfg: PipelineConfig) -> str | None:
+    """The checkpoint's BERT folder (fine-tuned as the reference row), or None."""
+    if not cfg.supernet.init_from:
+        return None
+    from ..train.init_from import checkpoint_model_dir
+
+    return checkpoint_model_dir(str(cfg.supernet.init_from))
 
 
 def selection_settings(cfg: PipelineConfig) -> SelectionSettings | None:
@@ -118,7 +148,7 @@ def finetune_inputs(cfg: PipelineConfig, up: Upstream) -> FinetuneInputs:
                           seeds=fine.seeds,
                           task_configs={k: v for k, v in fine.task_configs.items() if k.lower() in chosen},
                           downstream=cfg.data.downstream, progress=cfg.progress,
-                          models=up["further-train"].models + up["baselines"].models)
+                          models=up["extract"].init_models() + up["further-train"].models + up["baselines"].models)
 
 
 def report_inputs(cfg: PipelineConfig, up: Upstream) -> ReportInputs:
@@ -129,18 +159,19 @@ def check_targets(cfg: PipelineConfig, fitted: PredictorOutputs) -> None:
     """Refuse targets whose admissible window misses every arch of the space (by the predictor), before the
     supernet trains and any search starts."""
     from ..latency import LatencyPredictor
-    from ..space import SearchSpace
 
     p = LatencyPredictor.load(fitted.predictor)
-    space = SearchSpace.load(cfg.supernet.space)
+    space = cfg.supernet.search_space()
     low, high = cfg.search.window
     min_ms, max_ms = p.predict(space.min_arch), p.predict(space.max_arch)
-    bad = [s for s in cfg.search.speedups
-           if not (low * p.reference_ms / s <= max_ms and high * p.reference_ms / s >= min_ms)]
+    bad = [s for s in cfg.search.speedups if not (low * p.reference_ms / bert_base_speedup(cfg, s, fitted) <= max_ms
+                                                  and high * p.reference_ms / bert_base_speedup(cfg, s, fitted) >= min_ms)]
     if bad:
+        over = fitted.reference_ms if cfg.search.speedup_over == "bert-base" else fitted.init_ms
         raise UserError(f"search.speedups {bad} are outside what the space reaches on this machine (predicted "
-                        f"{p.reference_ms / max_ms:.1f}x for its largest arch to {p.reference_ms / min_ms:.1f}x for "
-                        f"its smallest, window {list(cfg.search.window)}); pick targets inside that range")
+                        f"{over / max_ms:.1f}x faster than {cfg.search.speedup_over} for its largest arch to "
+                        f"{over / min_ms:.1f}x for its smallest, window {list(cfg.search.window)}); pick targets "
+                        "inside that range")
 
 
 # ---------------------------------------------------------------------------------------------------- plan
@@ -172,6 +203,6 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
               ("tokenize", "supernet", "extract"), distributed=True),
         Stage("baselines", steps.baselines, baselines_inputs, ModelsOutputs,
               ("tokenize", "supernet", "extract", "further-train"), distributed=True),
-        Stage("finetune", steps.finetune, finetune_inputs, ModelsOutputs, ("further-train", "baselines")),
+        Stage("finetune", steps.finetune, finetune_inputs, ModelsOutputs, ("extract", "further-train", "baselines")),
         Stage("report", steps.report, report_inputs, ReportOutputs, ("predictor", *names, "extract", "finetune")),
     ]

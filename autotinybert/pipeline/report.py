@@ -51,6 +51,35 @@ def _reference_ms(run_dir: Path) -> float:
     return json.loads((run_dir / "extract" / "models.json").read_text())["reference_ms"]
 
 
+def _speedup_over(run_dir: Path) -> str:
+    """What the run's targets are faster than: bert-base or init (its pipeline.json's search.speedup_over)."""
+    try:
+        return json.loads((run_dir / "pipeline.json").read_text())["search"].get("speedup_over", "bert-base")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "bert-base"
+
+
+def target_speedup(m: dict[str, Any], over: str) -> float | None:
+    """The model's measured speedup in its target's unit (over BERT-base, or over the init_from checkpoint)."""
+    return m.get("measured_speedup_init") if over == "init" else m.get("measured_speedup")
+
+
+def init_lines(models: list[dict[str, Any]]) -> list[str]:
+    """Per target, what the searched model keeps of the init_from checkpoint's score, and how much faster it is
+    (both measured in this run); nothing without init_from."""
+    init = next((m for m in models if m["kind"] == "init"), None)
+    if init is None or not init.get("score"):
+        return []
+    lines = []
+    for m in sorted((m for m in models if m["kind"] in ("searched", "fast", *BASELINES) and m.get("score") is not None),
+                    key=lambda m: (m["speedup_target"], ROW_ORDER[m["kind"]])):
+        lines.append(f"- {m['name']} `{m['arch']}`: {100 * m['score']:.1f} = {100 * m['score'] / init['score']:.1f} % "
+                     f"of the init model's {100 * init['score']:.1f}, "
+                     f"{m['measured_speedup_init']:.2f}x faster than it ({m['measured_speedup']:.1f}x faster than "
+                     "BERT-base)")
+    return lines
+
+
 def _training(m: dict[str, Any]) -> dict[str, Any]:
     """The model's own training run as it recorded itself: total steps and warm-up share."""
     run = Path(m["trained_dir"]) / "train_config.json" if m.get("trained_dir") else None
@@ -204,16 +233,19 @@ def _gap(m: dict[str, Any], models: list[dict[str, Any]]) -> str:
     return _pct(m["measured_ms"], searched["measured_ms"])
 
 
-ROW_ORDER = {"searched": 0, "fast": 1, "conventional-inherited": 2, "conventional-scratch": 3}
+ROW_ORDER = {"init": -1, "candidate": 0, "searched": 0, "fast": 1, "conventional-inherited": 2,
+             "conventional-scratch": 3}
 
 
 def _rows(models: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Per target (in order): the searched model, the fast pick, then the two baselines."""
+    """The init_from checkpoint (when set), then per target (in order): the searched model, the fast pick, then the
+    two baselines."""
     shown = sorted((m for m in models if m["kind"] != "candidate"),
-                   key=lambda m: (m["speedup_target"], ROW_ORDER[m["kind"]]))
+                   key=lambda m: (m["kind"] != "init", m["speedup_target"], ROW_ORDER[m["kind"]]))
     tasks = sorted({t for m in shown for t in m.get("scores", {})})
-    head = ["model", "arch", "pred ms", "meas ms", "speedup", "lat vs searched", "steps"] + tasks + [
-        "score", "(best)"]
+    has_init = any(m.get("measured_speedup_init") is not None for m in shown)
+    head = ["model", "arch", "pred ms", "meas ms", "speedup", *(["vs init"] if has_init else []), "lat vs searched",
+            "steps"] + tasks + ["score", "(best)"]
     rows = []
     for m in shown:
         steps = "-" if m.get("train_steps") is None else (
@@ -221,6 +253,8 @@ def _rows(models: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
         rows.append([m["name"], m["arch"], f"{m['predicted_ms']:.2f}",
                      f"{m['measured_ms']:.2f}" if m.get("measured_ms") is not None else "-",
                      f"{m['measured_speedup']:.1f}x" if m.get("measured_speedup") is not None else "-",
+                     *([f"{m['measured_speedup_init']:.2f}x" if m.get("measured_speedup_init") is not None else "-"]
+                       if has_init else []),
                      _gap(m, models), steps]
                     + [_cell(m, t) for t in tasks]
                     + [f"{100 * m['score']:.1f}" if m.get("score") is not None else "-",
@@ -271,9 +305,10 @@ def flag_lines(run_dir: str | Path, models: list[dict[str, Any]]) -> list[str]:
     predicts one class: nothing learned), and a measured speedup 20 % or more off its target (the predictor does
     not match this machine now: refit it, or re-measure)."""
     lines = []
+    over = _speedup_over(Path(run_dir))
     for m in models:
-        target, measured = m.get("speedup_target"), m.get("measured_speedup")
-        if target and measured and abs(measured / target - 1) >= SPEEDUP_TOLERANCE:
+        target, measured = m.get("speedup_target"), target_speedup(m, over)
+        if m.get("kind") != "init" and target and measured and abs(measured / target - 1) >= SPEEDUP_TOLERANCE:
             off = 100 * (measured / target - 1)
             lines.append(f"- WARNING {m['name']}: measured speedup {measured:.1f}x is {abs(off):.0f} % "
                          f"{'above' if off > 0 else 'below'} its {target:g}x target: the latency predictor does not "
@@ -294,8 +329,8 @@ def flag_lines(run_dir: str | Path, models: list[dict[str, Any]]) -> list[str]:
 def summary_text(run_dir: str | Path) -> str:
     """What a finished run prints: the final table, then the per-target comparison and per-task noise lines."""
     models = collect_models(run_dir)
-    return "\n".join([final_table(run_dir), "", SCORE_RULE, *comparison_lines(models), *noise_lines(models),
-                      *data_note_lines(models), *flag_lines(run_dir, models)])
+    return "\n".join([final_table(run_dir), "", SCORE_RULE, *comparison_lines(models), *init_lines(models),
+                      *noise_lines(models), *data_note_lines(models), *flag_lines(run_dir, models)])
 
 
 def _save_plot(fig, ax, path: Path, title: str, xlabel: str, ylabel: str) -> None:
@@ -330,12 +365,18 @@ def write_report(run_dir: str | Path) -> Path:
                                                                           else "")
               + ", and in parentheses the best dev score seen during fine-tuning (the paper's convention).", "",
               SCORE_RULE, ""]
+    init = next((m for m in models if m["kind"] == "init"), None)
+    if init is not None:
+        lines += [f"The init_from checkpoint `{init['arch']}` ({init['extracted_dir']}) measured {init['measured_ms']:.2f} ms "
+                  f"in the same run ({init['measured_speedup']:.1f}x faster than BERT-base); it is fine-tuned like every "
+                  "other model as the reference row `init`, and the `vs init` column is its latency / the model's. "
+                  f"Targets are speedups over {_speedup_over(run_dir)}.", ""]
 
     # speedup vs score (Figure 1)
     scored = [m for m in models if m.get("score") is not None]
     if scored:
         fig, ax = plt.subplots(figsize=(6, 4))
-        for kind, marker in (("searched", "o"), ("fast", "^"), ("conventional-scratch", "s"),
+        for kind, marker in (("init", "*"), ("searched", "o"), ("fast", "^"), ("conventional-scratch", "s"),
                              ("conventional-inherited", "D")):
             pts = [m for m in scored if m["kind"] == kind]
             if not pts:
@@ -363,6 +404,9 @@ def write_report(run_dir: str | Path) -> Path:
     compared = comparison_lines(models)
     if compared:
         lines += compared + [""]
+    kept = init_lines(models)
+    if kept:
+        lines += ["Against the init_from checkpoint (score kept, measured speedup):", ""] + kept + [""]
     budgets = budget_lines(models)
     if budgets:
         lines += ["Training budgets (optimizer steps, read from each run):", ""] + budgets + [""]
@@ -381,7 +425,8 @@ def write_report(run_dir: str | Path) -> Path:
     targets = {m["name"]: m["speedup_target"] for m in models}
     lines += ["| target | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
     for row in rows:
-        lines.append(f"| {targets[row[0]]:g}x | " + " | ".join(row) + " |")
+        target = "init" if row[0] == "init" else f"{targets[row[0]]:g}x"
+        lines.append(f"| {target} | " + " | ".join(row) + " |")
     lines.append("")
 
     # search progress
@@ -405,7 +450,7 @@ def write_report(run_dir: str | Path) -> Path:
         fit = json.loads(fit_file.read_text())
         pts = fit["points"]
         fig, ax = plt.subplots(figsize=(5, 5))
-        for role, marker in (("sampled", "o"), ("conventional", "s")):
+        for role, marker in (("sampled", "o"), ("conventional", "s"), ("init", "*")):
             sel = [p for p in pts if p["role"] == role]
             ax.scatter([p["measured_ms"] for p in sel], [p["predicted_ms"] for p in sel], marker=marker, label=role)
         lo = min(min(p["measured_ms"], p["predicted_ms"]) for p in pts)

@@ -19,7 +19,7 @@ from .config import PipelineFurtherTrain, PipelineLatency, PipelineSupernet
 from .stages import StageInputs
 
 
-ModelKind = Literal["candidate", "searched", "fast", "conventional-scratch", "conventional-inherited"]
+ModelKind = Literal["init", "candidate", "searched", "fast", "conventional-scratch", "conventional-inherited"]
 
 
 class TaskStats(Config):
@@ -54,6 +54,9 @@ class ModelEntry(Config):
     predicted_ms: float
     measured_ms: float | None = None
     measured_speedup: float | None = None
+    """BERT-base's measured latency / the model's (one interleaved run)."""
+    measured_speedup_init: float | None = None
+    """supernet.init_from's measured latency / the model's (same run; null without init_from)."""
     search_rank: int | None = None
     """Candidates and the searched model: rank among the search's winners (1 = best one-shot fitness)."""
     search_fitness: float | None = None
@@ -94,12 +97,16 @@ class LatencyOutputs(Config):
     """latency.jsonl: one LatencyRecord per line plus its role (sampled | conventional | reference)."""
     reference_ms: float
     """BERT-base: the median over the chunks' reference runs."""
+    init_ms: float | None = None
+    """supernet.init_from's arch, timed in the same campaign (null without init_from)."""
 
 
 class PredictorOutputs(Config):
     predictor: str
     reference_ms: float
     chosen: str
+    init_ms: float | None = None
+    """The campaign's measured init_from latency, passed on to the targets' conversion."""
 
 
 class SupernetOutputs(Config):
@@ -148,6 +155,11 @@ class ExtractOutputs(Config):
     """Per target, the conventional archs nearest each candidate's predicted latency, timed beside them."""
     reference_ms: float
     """BERT-base, timed in the same interleaved run."""
+    init: ModelEntry | None = None
+    """supernet.init_from itself (kind init), timed in the same run and fine-tuned as the reference row."""
+
+    def init_models(self) -> list[ModelEntry]:
+        return [self.init] if self.init is not None else []
 
 
 class ModelsOutputs(Config):
@@ -182,8 +194,10 @@ class TokenizeInputs(StageInputs):
 
 class LatencyInputs(StageInputs):
     latency: PipelineLatency
-    space: str | dict[str, Any]  # supernet.space
+    space: dict[str, Any]  # supernet.search_space(), resolved
     seed: int
+    init_arch: str | None = None
+    """supernet.init_from's arch: timed in the campaign beside BERT-base."""
 
 
 class PredictorInputs(StageInputs):
@@ -226,6 +240,8 @@ class ExtractInputs(StageInputs):
     baseline_head_size: int  # latency.baseline_head_size: heads = hidden / this for the conventional archs
     conventional_candidates: int  # baselines.latency_candidates: conventional archs timed per candidate
     seed: int
+    init_arch: str | None = None  # supernet.init_from's arch: timed beside the models
+    init_dir: str | None = None  # its BERT folder: fine-tuned as the reference row
     supernet: SupernetOutputs
     predictor: PredictorOutputs
     campaign: LatencyOutputs

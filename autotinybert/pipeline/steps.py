@@ -112,6 +112,10 @@ def latency(inputs: LatencyInputs, stage_dir: Path, resume: bool) -> LatencyOutp
     lat = inputs.latency
     space = SearchSpace.load(inputs.space)
     sampled = sample_archs(space, min(lat.archs, space.size()), seed=inputs.seed)
+    if inputs.init_arch and inputs.init_arch not in {str(a) for a in sampled}:
+        from ..arch import Arch
+
+        sampled.append(Arch.parse(inputs.init_arch))  # the checkpoint's own arch: targets may be relative to it
     rule = set(conventional_candidates(space, lat.baseline_head_size))
     candidates = sorted(rule - set(sampled), key=str)
     if not rule:
@@ -124,12 +128,14 @@ def latency(inputs: LatencyInputs, stage_dir: Path, resume: bool) -> LatencyOutp
         records = measure_latency(archs[start:start + lat.chunk], **lat.timing_kwargs(), reference=True,
                                   seed=inputs.seed)
         for rec in records:
-            role = "reference" if rec.is_reference else "conventional" if rec.arch in rule else "sampled"
+            role = ("reference" if rec.is_reference else "init" if str(rec.arch) == inputs.init_arch
+                    else "conventional" if rec.arch in rule else "sampled")
             lines.append(json.dumps({**rec.to_dict(), "role": role}))
         references.append(records[-1].median_ms)
     (stage_dir / "latency.jsonl").write_text("\n".join(lines) + "\n")
     reference_ms = float(sorted(references)[len(references) // 2])  # median over the chunks' BERT-base runs
-    return LatencyOutputs(records=str(stage_dir / "latency.jsonl"), reference_ms=reference_ms)
+    init_ms = next((json.loads(x)["median_ms"] for x in lines if json.loads(x)["role"] == "init"), None)
+    return LatencyOutputs(records=str(stage_dir / "latency.jsonl"), reference_ms=reference_ms, init_ms=init_ms)
 
 
 def predictor(inputs: PredictorInputs, stage_dir: Path, resume: bool) -> PredictorOutputs:
@@ -145,7 +151,8 @@ def predictor(inputs: PredictorInputs, stage_dir: Path, resume: bool) -> Predict
     atomic_write_json(stage_dir / "fit.json", {"report": fitted.report.to_dict() if fitted.report else None,
                                                "points": points})
     return PredictorOutputs(predictor=str(stage_dir / "predictor.json"), reference_ms=fitted.reference_ms,
-                            chosen=fitted.report.chosen if fitted.report else inputs.predictor.kind)
+                            chosen=fitted.report.chosen if fitted.report else inputs.predictor.kind,
+                            init_ms=inputs.latency.init_ms)
 
 
 def steps_trained(run: str | Path) -> int:
@@ -242,15 +249,27 @@ def extract(inputs: ExtractInputs, stage_dir: Path, resume: bool) -> ExtractOutp
                 near = sorted(family_ms, key=lambda a: (abs(family_ms[a] - ms), a))[:inputs.conventional_candidates]
                 timed += [(speedup, a) for a in near if (speedup, a) not in timed]
     # every chosen arch and the conventional archs around them, in one interleaved run with BERT-base
-    archs = sorted({e.arch for e in entries} | {a for _, a in timed})
+    # (and the init_from checkpoint's arch, the user's own model, beside them)
+    archs = sorted({e.arch for e in entries} | {a for _, a in timed} | ({inputs.init_arch} if inputs.init_arch else set()))
     log(f"[extract] timing {len(archs)} archs with BERT-base")
     records = measure_latency(archs, **inputs.latency.timing_kwargs(), reference=True, seed=inputs.seed)
     ref = records[-1].median_ms
     measured = {str(r.arch): r.median_ms for r in records[:-1]}
-    models = [e.replace(measured_ms=measured[e.arch], measured_speedup=ref / measured[e.arch]) for e in entries]
+    init_ms = measured[inputs.init_arch] if inputs.init_arch else None
+
+    def timed_entry(e: ModelEntry) -> ModelEntry:
+        return e.replace(measured_ms=measured[e.arch], measured_speedup=ref / measured[e.arch],
+                         measured_speedup_init=init_ms / measured[e.arch] if init_ms else None)
+
+    init = None
+    if inputs.init_arch:
+        init = timed_entry(ModelEntry(name="init", kind="init", speedup_target=1.0, arch=inputs.init_arch,
+                                      extracted_dir=inputs.init_dir, trained_dir=inputs.init_dir,
+                                      predicted_ms=latency_model.predict(inputs.init_arch)))
     conventional = [TimedArch(speedup_target=t, arch=a, predicted_ms=family_ms[a], measured_ms=measured[a])
                     for t, a in timed]
-    outputs = ExtractOutputs(models=models, conventional=conventional, reference_ms=ref)
+    outputs = ExtractOutputs(models=[timed_entry(e) for e in entries], conventional=conventional, reference_ms=ref,
+                             init=init)
     atomic_write_json(stage_dir / "models.json", outputs.to_dict())
     from .cards import describe_extracted
 
@@ -381,7 +400,9 @@ def baselines(inputs: BaselinesInputs, stage_dir: Path, resume: bool) -> ModelsO
             f"{searched.measured_ms:.2f} ms ({100 * (base.measured_ms / searched.measured_ms - 1):+.1f} %), the "
             f"closest of {len(timed)} conventional archs timed beside it")
         common = dict(speedup_target=target, arch=base.arch, predicted_ms=base.predicted_ms,
-                      measured_ms=base.measured_ms, measured_speedup=inputs.extract.reference_ms / base.measured_ms)
+                      measured_ms=base.measured_ms, measured_speedup=inputs.extract.reference_ms / base.measured_ms,
+                      measured_speedup_init=(inputs.extract.init.measured_ms / base.measured_ms
+                                             if inputs.extract.init is not None else None))
         inherited_dir = stage_dir / "init" / f"conventional-inherited-{tag}"
         scratch_dir = stage_dir / "init" / f"conventional-scratch-{tag}"
         if is_main_process():  # the initial weights: rank 0 writes, every rank trains from them
