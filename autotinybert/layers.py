@@ -10,6 +10,13 @@ so every slice there is the whole tensor and is skipped.
 Module and parameter names follow `transformers`' BERT exactly (``encoder.layer.0.attention.self.query`` ...),
 so a standalone model with qkv == hidden is weight-for-weight a stock `BertModel`.
 
+Gradients of sliced parameters (`sliced`): autograd's own slicing backward hands every use of ``W[:out, :in]``
+a zero-filled gradient of W's full size, which `AccumulateGrad` then adds -- per backward, for the (V, H) word
+embeddings and every used layer's full matrices, whatever the sub-model's size. Here the backward of a slice adds the
+slice's gradient in place into ``W.grad[:out, :in]`` (allocated once, at W's full size, the first time) and gives
+autograd nothing for W; a sliced linear layer's weight gradient is one GEMM accumulating into that block. So a sliced parameter's gradient lands in ``.grad`` only: `torch.autograd.grad` with respect
+to it returns None. `reference_gradients()` switches back to plain autograd slicing (tests, benchmarks).
+
 Attention layouts of the Q/K/V output features (and of the attention-output input features):
 
 * ``head_major`` (standard BERT, and the ``heads`` cut): feature ``i * head_size + j`` is dimension j of head i,
@@ -21,9 +28,10 @@ Attention layouts of the Q/K/V output features (and of the attention-output inpu
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -43,22 +51,93 @@ def _probe_at(probe: LayerProbe, index: int, name: str, tensor: Tensor) -> None:
     probe(name, index, tensor)
 
 
+_reference_gradients = False  # `reference_gradients()`: plain autograd slicing, full-size gradients per use
+
+
+@contextlib.contextmanager
+def reference_gradients() -> Iterator[None]:
+    """Within the block, sliced parameters get their gradients from plain autograd slicing (a full-size gradient
+    per use, summed by `AccumulateGrad`): the reference the in-place path is tested and benchmarked against."""
+    global _reference_gradients
+    previous, _reference_gradients = _reference_gradients, True
+    try:
+        yield
+    finally:
+        _reference_gradients = previous
+
+
+def _grad_buffer(param: Tensor) -> Tensor:
+    """param.grad, created (zero, full size) the first time: it then persists until someone sets it to None."""
+    if param.grad is None:
+        param.grad = torch.zeros_like(param)
+    return param.grad
+
+
+class _SliceAccumulate(torch.autograd.Function):
+    """``param[index]`` whose backward adds the slice's gradient into ``param.grad[index]`` in place."""
+
+    @staticmethod
+    def forward(ctx, param: Tensor, index: tuple[slice, ...]) -> Tensor:
+        ctx.param, ctx.index = param, index  # the leaf itself, not its value: nothing to version-check
+        return param[index]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        _grad_buffer(ctx.param)[ctx.index].add_(grad)
+        return None, None
+
+
+def sliced(param: Tensor, *sizes: int) -> Tensor:
+    """The top-left block ``param[:sizes[0], :sizes[1], ...]`` (a view; the parameter itself when full-size).
+
+    In training, the block's gradient is added in place into ``param.grad`` (see the module docstring); a full-size
+    use goes through autograd as usual (so a standalone model, which never slices, is plain PyTorch)."""
+    if all(s == n for s, n in zip(sizes, param.shape)):
+        return param
+    index = tuple(slice(0, s) for s in sizes)
+    if _reference_gradients or not (param.is_leaf and param.requires_grad and torch.is_grad_enabled()):
+        return param[index]
+    return _SliceAccumulate.apply(param, index)
+
+
+class _SlicedLinear(torch.autograd.Function):
+    """``x @ W[:out, :in].T + b[:out]`` whose backward accumulates the weight gradient straight into
+    ``W.grad[:out, :in]`` with one GEMM (``addmm_``: no (out, in) temporary, and no separate add into the strided
+    block, which costs more than its size suggests) and the bias gradient into ``b.grad[:out]``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, out_features: int, in_features: int) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.weight, ctx.bias, ctx.sizes = weight, bias, (out_features, in_features)
+        return F.linear(x, weight[:out_features, :in_features], None if bias is None else bias[:out_features])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (x,) = ctx.saved_tensors
+        o, i = ctx.sizes
+        weight, bias = ctx.weight, ctx.bias
+        grad_x = grad.matmul(weight[:o, :i]) if ctx.needs_input_grad[0] else None  # (..., in)
+        g, x = grad.reshape(-1, o), x.reshape(-1, i)  # (N, out), (N, in)
+        _grad_buffer(weight)[:o, :i].addmm_(g.t(), x)
+        if bias is not None and bias.requires_grad:
+            _grad_buffer(bias)[:o].add_(g.sum(0))
+        return grad_x, None, None, None, None
+
+
 def sliced_linear(x: Tensor, layer: nn.Linear, out_features: int, in_features: int) -> Tensor:
     """``x @ W[:out, :in].T + b[:out]`` on views of the full parameters (no copy; skipped when full-size)."""
     weight, bias = layer.weight, layer.bias
-    if weight.shape[0] != out_features:
-        weight = weight[:out_features]
-        bias = bias[:out_features] if bias is not None else None
-    if weight.shape[1] != in_features:
-        weight = weight[:, :in_features]
-    return F.linear(x, weight, bias)
+    if weight.shape == (out_features, in_features):
+        return F.linear(x, weight, bias)
+    if (not _reference_gradients and weight.requires_grad and torch.is_grad_enabled()
+            and not torch.is_autocast_enabled(x.device.type)):  # under autocast, F.linear's graph owns the casts
+        return _SlicedLinear.apply(x, weight, bias, out_features, in_features)
+    bias = sliced(bias, out_features) if bias is not None else None
+    return F.linear(x, sliced(weight, out_features, in_features), bias)
 
 
 def sliced_layer_norm(x: Tensor, norm: nn.LayerNorm, size: int) -> Tensor:
-    weight, bias = norm.weight, norm.bias
-    if weight.shape[0] != size:
-        weight, bias = weight[:size], bias[:size]
-    return F.layer_norm(x, (size,), weight, bias, norm.eps)
+    return F.layer_norm(x, (size,), sliced(norm.weight, size), sliced(norm.bias, size), norm.eps)
 
 
 def split_heads(x: Tensor, heads: int, layout: Layout) -> Tensor:
@@ -114,8 +193,11 @@ class Embeddings(nn.Module):
             token_type_ids = torch.zeros_like(input_ids)
         if words is None:
             words = self.word_embeddings(input_ids)[..., :hidden]
-        # Position and token-type tables are small: look up whole rows, then cut the columns.
-        x = words + (self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids))[..., :hidden]
+        # Position and token-type rows are looked up in the first `hidden` columns of their (small) tables.
+        types, positions = self.token_type_embeddings.weight, self.position_embeddings.weight
+        types = F.embedding(token_type_ids, sliced(types, types.shape[0], hidden))  # (B, T, hidden)
+        positions = F.embedding(position_ids, sliced(positions, positions.shape[0], hidden))  # (1, T, hidden)
+        x = words + (types + positions)
         x = sliced_layer_norm(x, self.LayerNorm, hidden)
         return F.dropout(x, self.dropout, self.training)
 
@@ -254,8 +336,7 @@ class PredictionHeadTransform(nn.Module):
 def mlm_logits(transform: PredictionHeadTransform, decoder_weight: Tensor, decoder_bias: Tensor,
                x: Tensor, hidden: int) -> Tensor:
     """BERT's MLM head: transform, then project onto the (tied) word embeddings. x: (..., hidden) -> (..., V)."""
-    if decoder_weight.shape[1] != hidden:
-        decoder_weight = decoder_weight[:, :hidden]
+    decoder_weight = sliced(decoder_weight, decoder_weight.shape[0], hidden)
     return F.linear(transform(x, hidden), decoder_weight, decoder_bias)
 
 
@@ -264,28 +345,33 @@ class TiedEmbedding(torch.autograd.Function):
 
     Returns the looked-up rows ``W[input_ids, :h]`` (B, T, h) and the decoder view ``W[:, :h]`` (V, h). Used
     separately, each use would produce its own (V, H_max) gradient (a zero-filled buffer per use, then a sum);
-    here the backward writes both into a single buffer. That difference is most of what a supernet step would
-    otherwise cost over its standalone sub-model.
+    here the backward adds both into ``W.grad[:, :h]`` in place (as `sliced` does), so a step costs no (V, H_max)
+    fill or add at all. Under `reference_gradients()` it returns one full-size gradient to autograd instead.
     """
 
     @staticmethod
     def forward(ctx, weight: Tensor, input_ids: Tensor, hidden: int, padding_idx: int | None):
         ctx.save_for_backward(input_ids)
-        ctx.shape, ctx.hidden, ctx.padding_idx = weight.shape, hidden, padding_idx
+        ctx.weight, ctx.hidden, ctx.padding_idx = weight, hidden, padding_idx
+        ctx.reference = _reference_gradients
         rows = F.embedding(input_ids, weight)[..., :hidden]
         return rows, weight[:, :hidden]
 
     @staticmethod
     def backward(ctx, grad_rows: Tensor | None, grad_decoder: Tensor | None):
         (input_ids,) = ctx.saved_tensors
-        h = ctx.hidden
-        grad = torch.zeros(ctx.shape, dtype=(grad_rows if grad_rows is not None else grad_decoder).dtype,
-                           device=input_ids.device)
+        h, weight = ctx.hidden, ctx.weight
+        if ctx.reference:
+            dtype = (grad_rows if grad_rows is not None else grad_decoder).dtype
+            full = torch.zeros(weight.shape, dtype=dtype, device=input_ids.device)
+        else:
+            full = _grad_buffer(weight)
+        grad = full[:, :h]  # (V, h)
         if grad_decoder is not None:
-            grad[:, :h].copy_(grad_decoder)
+            grad.add_(grad_decoder)
         if grad_rows is not None:
             ids, g = input_ids.reshape(-1), grad_rows.reshape(-1, h)
             if ctx.padding_idx is not None:  # nn.Embedding semantics: the padding row gets no lookup gradient
                 g = g.masked_fill((ids == ctx.padding_idx)[:, None], 0.0)
-            grad[:, :h].index_add_(0, ids, g)
-        return grad, None, None, None
+            grad.index_add_(0, ids, g)
+        return (full if ctx.reference else None), None, None, None

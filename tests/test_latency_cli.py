@@ -23,7 +23,7 @@ def test_measure_fit_bench(tmp_path, capsys):
     space.write_text(TINY_SPACE)
     data = tmp_path / "lat.jsonl"
     args = ["latency", "measure", f"space={space}", "n=24", f"out={data}", "warmup=0",
-            "repeats=1", "reference_every=100", "progress=false", "clock=cpu"]
+            "repeats=1", "reference_every=100", "progress=false", "clock=cpu", "budget_s=0"]
     assert main(args) == 0
     assert "24 measured, 0 already there" in capsys.readouterr().out
     assert main(args) == 0  # rerun: everything is already there
@@ -37,10 +37,13 @@ def test_measure_fit_bench(tmp_path, capsys):
     predictor = LatencyPredictor.load(out)
     assert predictor.kind == "analytic" and predictor.device["clock"] == "cpu" and predictor.reference_ms > 0
 
-    assert main(["latency", "bench", "1-32-64-2-32", "warmup=0", "repeats=1", "clock=cpu", "as_json=true"]) == 0
+    assert main(["latency", "bench", "1-32-64-2-32", "warmup=0", "repeats=1", "clock=cpu", "budget_s=0",
+                 "as_json=true"]) == 0
     records = json.loads(capsys.readouterr().out)
     assert [r["arch"] for r in records] == ["1-32-64-2-32", "12-768-3072-12-768"]
     assert records[1]["is_reference"] and records[0]["median_ms"] < records[1]["median_ms"]
+    assert records[0]["anchor"] == "1-128-512-2-128" and records[1]["median_ms"] / records[0]["median_ms"] == \
+        pytest.approx(1 / records[0]["ratio"], rel=1e-4)
 
     # a predictor measured at other settings is refused before anything is timed
     assert main(["latency", "bench", "1-32-64-2-32", f"predictor={out}", "threads=2"]) == 2

@@ -11,7 +11,8 @@ from autotinybert.latency import measure_dataset, read_dataset, sample_archs
 # a tiny space: the reference (BERT-base) still runs once per interval, so keep the interval long
 TINY_SPACE = {"name": "tiny", "attention": "heads", "layers": [1, 2], "hidden": [16, 32, 16],
               "ffn": [16, 64, 16], "heads": [1, 2], "head_size": 8}
-FAST = dict(warmup=0, repeats=1, reference_every=100, progress=False)
+FAST = dict(warmup=0, repeats=1, reference_every=100, progress=False, protocol="interleaved")  # resume mechanics
+# (the anchored protocol's file is tested on stub models in test_latency_protocol.py)
 
 
 def test_sampling_is_seeded_distinct_prefix_stable_and_covers_every_depth():

@@ -78,7 +78,7 @@ def test_measure_latency_real_models_with_stub_timer_and_reference():
     # scripted durations: warm-up 2 models x 1, then 3 rounds of (tiny, tiny2, BERT-base)
     script = [1.0] * 3 + [0.001, 0.002, 0.100, 0.003, 0.004, 0.300, 0.002, 0.003, 0.200]
     records = measure_latency([TINY, "2-48-96-3-48"], warmup=1, repeats=3, reference=True,
-                              timer=StubTimer(script))
+                              protocol="interleaved", timer=StubTimer(script))
     assert [str(r.arch) for r in records] == [str(TINY), str(TINY2), str(BERT_BASE)]
     assert [r.is_reference for r in records] == [False, False, True]
     assert [r.median_ms for r in records] == pytest.approx([2.0, 3.0, 200.0])
@@ -92,6 +92,12 @@ def test_measure_latency_on_the_real_clock_restores_threads():
     before = torch.get_num_threads()
     (record,) = measure_latency([TINY], warmup=1, repeats=3, threads=1, clock="cpu")
     assert record.median_ms > 0 and record.repeats == 3 and record.clock == "cpu"
+    assert torch.get_num_threads() == before
+    # the anchored protocol (the default with the reference): one small anchor, no time budget beyond 2 rounds
+    record, ref = measure_latency([TINY], warmup=1, repeats=2, budget_s=0.0, threads=1, clock="cpu",
+                                  reference=True, anchors=[TINY2])
+    assert record.anchor == str(TINY2) and record.repeats == 2 and 0 < record.ratio < 1
+    assert ref.is_reference and ref.repeats == 4 and ref.median_ms / record.median_ms == pytest.approx(1 / record.ratio)
     assert torch.get_num_threads() == before
 
 

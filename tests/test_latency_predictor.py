@@ -79,7 +79,7 @@ def test_fit_cross_validates_both_and_picks_the_analytic_model_on_analytic_data(
     reference = LatencyRecord(BERT_BASE, 250.0, 1.0, 5, is_reference=True)
     predictor = fit_predictor(records + [reference], mlp_options=FAST_MLP)
     report = predictor.report
-    assert set(report.cross_validation) == {"analytic", "mlp"} and report.n_points == 40
+    assert set(report.cross_validation) == {"analytic", "mlp", "boosted"} and report.n_points == 40
     assert report.chosen == "analytic" and predictor.kind == "analytic"
     assert report.cross_validation["analytic"].mape < 1e-4
     assert report.cross_validation["analytic"].kendall_tau == pytest.approx(1.0)
@@ -103,7 +103,7 @@ def test_mlp_learns_a_smooth_latency_surface():
     np.testing.assert_array_equal(again.predict(archs), trained.predict(archs))  # seeded
 
 
-@pytest.mark.parametrize("kind", ["analytic", "mlp"])
+@pytest.mark.parametrize("kind", ["analytic", "mlp", "boosted"])
 @pytest.mark.parametrize("suffix", [".json", ".safetensors"])
 def test_predictor_round_trips_through_its_file(tmp_path, kind, suffix):
     predictor = fit_predictor(synthetic_records(30), kind=kind, reference_ms=321.0, folds=3, mlp_options=FAST_MLP)
@@ -144,3 +144,66 @@ def test_device_mismatch_settings_error_machine_warning():
     assert found and "cpu" in found[0]
     with pytest.raises(DeviceMismatchError, match="another machine"):
         predictor.check_device({"torch": "1.0.0"}, strict=True)
+
+
+def test_boost_features_of_odd_head_sizes_and_widths():
+    from autotinybert.latency.features import BOOST_FEATURES, boost_features
+
+    odd, even = Arch(2, 120, 300, 5, 60), Arch(2, 128, 512, 4, 256)  # head size 12 vs 64
+    x = dict(zip(BOOST_FEATURES, boost_features([odd], 1, 128)[0]))
+    assert (x["head_size"], x["head_size_mod8"], x["head_size_mod16"]) == (12, 4, 12)
+    assert (x["hidden_mod8"], x["hidden_mod16"], x["hidden_mod64"]) == (0, 8, 56)
+    assert (x["ffn_mod16"], x["qkv_mod16"]) == (12, 12)
+    y = dict(zip(BOOST_FEATURES, boost_features([even], 1, 128)[0]))
+    assert y["head_size"] == 64 and y["head_size_mod8"] == y["head_size_mod16"] == y["hidden_mod64"] == 0
+    assert y["log_work"] > x["log_work"]
+    assert boost_features([], 1, 128).shape == (0, len(BOOST_FEATURES))
+
+
+def width_jump_records(n, seed=0):
+    """Analytic latency, 25 % slower when the hidden size is not a multiple of 16 (a kernel-choice jump)."""
+    archs = random_archs(n, seed)
+    ms = analytic_terms(archs, 1, 128) @ TRUE_COEF * np.array([1.25 if a.hidden % 16 else 1.0 for a in archs])
+    return [LatencyRecord(a, float(t), 0.0, 5) for a, t in zip(archs, ms)]
+
+
+def test_boosted_model_learns_a_width_jump_the_analytic_model_misses():
+    from autotinybert.latency import BoostedModel
+
+    records = width_jump_records(300)
+    archs, ms = [r.arch for r in records], np.array([r.median_ms for r in records])
+    boosted = BoostedModel.fit(archs[:200], ms[:200], batch=1, seq_len=128)
+    analytic = AnalyticModel.fit(archs[:200], ms[:200], batch=1, seq_len=128)
+    err = lambda m: np.mean(np.abs(m.predict(archs[200:]) - ms[200:]) / ms[200:])  # noqa: E731
+    assert err(boosted) < 0.3 * err(analytic)
+    predictor = fit_predictor(records[:200], reference_ms=300.0, mlp_options=FAST_MLP)
+    assert predictor.kind == "boosted"  # chosen by cross-validation
+
+
+def test_boosted_trees_predict_as_scikit_learn_does():
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    from autotinybert.latency import BoostedModel
+    from autotinybert.latency.features import boost_features
+
+    records = width_jump_records(120, seed=3)
+    archs, ms = [r.arch for r in records], np.array([r.median_ms for r in records])
+    model = BoostedModel.fit(archs, ms, batch=1, seq_len=128, n_estimators=40, seed=2)
+    reference = GradientBoostingRegressor(n_estimators=40, learning_rate=0.05, max_depth=3, min_samples_leaf=4,
+                                          subsample=0.8, init="zero", random_state=2)
+    residual = np.log(ms) - np.log(model.base.predict(archs))
+    reference.fit(boost_features(archs, 1, 128), residual - residual.mean())
+    others = random_archs(30, seed=9) + [BERT_BASE]
+    expected = model.base.predict(others) * np.exp(model.offset + reference.predict(boost_features(others, 1, 128)))
+    np.testing.assert_allclose(model.predict(others), expected, rtol=1e-10)
+
+
+def test_boosted_predictor_file_is_json_with_plain_tree_arrays(tmp_path):
+    predictor = fit_predictor(width_jump_records(40), kind="boosted", reference_ms=300.0, folds=3)
+    data = json.loads(predictor.save(tmp_path / "p.json").read_text())
+    assert data["kind"] == "boosted" and data["model"]["trees"] == 300
+    assert set(data["arrays"]) == {"base_coef", "feature", "threshold", "left", "right", "value", "starts"}
+    data["model"]["features"] = ["layers"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    with pytest.raises(UserError, match="tree features"):
+        LatencyPredictor.load(tmp_path / "old.json")

@@ -47,7 +47,7 @@ def config(root: Path, **supernet) -> dict:
         "supernet": {"init_from": str(root / "bert"), "batch_size": 8, "archs_per_step": 2, "max_steps": 4,
                      "eval_every": 4, "eval_sequences": 8, "checkpoint_every": 2, "threads": 1,
                      "calibration_batches": 2, **supernet},
-        "latency": {"archs": 20, "warmup": 1, "repeats": 2, "seq_len": 32, "clock": "cpu", "baseline_head_size": 8},
+        "latency": {"archs": 20, "warmup": 1, "repeats": 2, "budget_s": 0, "seq_len": 32, "clock": "cpu", "baseline_head_size": 8},
         "predictor": {"kind": "analytic", "folds": 3},
         "search": {"speedups": [1.5], "speedup_over": "init", "window": [0.3, 3.0], "evaluator": "loss",
                    "loss_max_sequences": 8, "population": 4, "generations": 1, "top_k": 1, "threads": 1,

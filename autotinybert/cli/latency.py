@@ -13,9 +13,10 @@ def run_measure(config) -> int:
     summary = measure_dataset(config.space, config.n, config.out, seed=config.seed,
                               reference_every=config.reference_every, progress=config.progress,
                               **config.timing_kwargs())
+    reference = "no BERT-base run yet" if summary.reference_ms is None else \
+        f"BERT-base = {summary.reference_ms:.2f} ms (median over the file)"
     print(f"{summary.path}: {summary.measured} measured, {summary.skipped} already there, "
-          f"{summary.references} BERT-base reference runs; BERT-base = {summary.reference_ms:.2f} ms "
-          f"(median over the file); {summary.seconds:.0f} s")
+          f"{summary.references} BERT-base reference runs; {reference}; {summary.seconds:.0f} s")
     return 0
 
 
@@ -60,12 +61,17 @@ def run_bench(config) -> int:
     header = f"{'arch':<32} {'ms':>9} {'IQR ms':>8} {'speedup':>8}"
     if predictor is not None:
         header += f" {'pred ms':>9} {'pred x':>7}"
+    how = (f"anchored: each arch timed beside its nearest anchor model ({config.repeats}+ rounds, "
+           f"{config.budget_s:g} s budget), ms = ratio to BERT-base x BERT-base's median"
+           if config.protocol == "anchored" else f"median of {reference.repeats} interleaved repeats")
     print(f"{config.backend} on {config.device}, {config.threads} thread(s), batch {config.batch}, "
-          f"{config.seq_len} tokens, {config.clock} clock, median of {reference.repeats} interleaved repeats")
+          f"{config.seq_len} tokens, {config.clock} clock, {how}")
+    header = header.replace(f"{'IQR ms':>8}", f"{'IQR ms':>8} {'rounds':>6}")
     print(header)
     for r in records:
         name = f"{r.arch}" + (" (BERT-base)" if r.is_reference else "")
-        line = f"{name:<32} {r.median_ms:>9.2f} {r.iqr_ms:>8.2f} {reference.median_ms / r.median_ms:>7.2f}x"
+        line = (f"{name:<32} {r.median_ms:>9.2f} {r.iqr_ms:>8.2f} {r.repeats:>6} "
+                f"{reference.median_ms / r.median_ms:>7.2f}x")
         if predictor is not None:
             line += f" {predictor.predict(r.arch):>9.2f} {predictor.predict_speedup(r.arch):>6.2f}x"
         print(line)

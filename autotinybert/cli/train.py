@@ -1,5 +1,5 @@
 """`autotinybert train-supernet` / `train-model` / `prepare-corpus`. Under ``torchrun --nproc_per_node N -m
-autotinybert train-supernet ...`` the N processes are the Algorithm-1 workers (DDP)."""
+autotinybert train-supernet ...`` the N processes are the Algorithm-1 workers (one gradient all-reduce per step)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _prepare(config) -> int:
 
 
 COMMANDS = [
-    Command("train-supernet", "one-shot training of a SuperBERT (Algorithm 1; MLM or KD; DDP via torchrun)",
+    Command("train-supernet", "one-shot training of a SuperBERT (Algorithm 1; MLM or KD; multi-process via torchrun)",
             "autotinybert.train.config:TrainSupernetConfig", _train,
             examples=("autotinybert train-supernet corpus=data/ tokenizer=bert-dir space=cpu-mlm out=runs/supernet "
                       "max_steps=2000",

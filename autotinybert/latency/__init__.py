@@ -8,8 +8,10 @@ from .._lazy import lazy_exports
 __all__ = [
     "LatencyDataset", "MeasureSummary", "load_datasets", "measure_dataset", "read_dataset", "sample_archs",
     "DeviceMismatchError", "DeviceMismatchWarning", "compare_records", "device_record",
-    "AnalyticModel", "MLPModel", "FitReport", "LatencyPredictor", "Metrics", "cross_validate", "fit_predictor",
+    "AnalyticModel", "BoostedModel", "MLPModel", "FitReport", "LatencyPredictor", "Metrics", "cross_validate",
+    "fit_predictor",
     "LatencyRecord", "TimingStats", "build_model", "export_onnx", "measure_latency", "summarize", "time_interleaved",
+    "ANCHORS", "pair_ratio", "ratio_statistic", "time_paired",
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
@@ -17,7 +19,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
                  "sample_archs"],
     ".device": ["DeviceMismatchError", "DeviceMismatchWarning", "compare_records", "device_record"],
     ".measure": ["LatencyRecord", "TimingStats", "build_model", "export_onnx", "measure_latency", "summarize",
-                 "time_interleaved"],
-    ".models": ["AnalyticModel", "MLPModel"],
+                 "time_interleaved", "ANCHORS", "pair_ratio", "ratio_statistic", "time_paired"],
+    ".models": ["AnalyticModel", "BoostedModel", "MLPModel"],
     ".predictor": ["FitReport", "LatencyPredictor", "Metrics", "cross_validate", "fit_predictor"],
 })

@@ -26,9 +26,18 @@ class LatencySettings(Config):
     warmup: int = Field(2, ge=0)
     """Untimed runs per model first."""
     repeats: int = Field(7, gt=0)
-    """Timed runs per model; the median is reported."""
+    """Timed rounds per model (anchored: at least this many; interleaved: exactly this many, median reported)."""
     clock: Literal["wall", "cpu"] = "wall"
     """wall: elapsed time (use on the deployment machine); cpu: the thread's CPU time, robust on a busy machine."""
+    protocol: Literal["anchored", "interleaved"] = "anchored"
+    """anchored: each model timed in rounds beside the anchor model nearest its size, anchors chained to BERT-base,
+    so speedups are ratios of times taken milliseconds apart (see docs/latency.md); interleaved: the old protocol
+    (raw medians, BERT-base timed at intervals)."""
+    budget_s: float = Field(0.5, ge=0)
+    """anchored: timed seconds per model (its runs and its anchor's) after `repeats` rounds; small models get more
+    rounds. Wall time per model is about twice this (each timed run follows an untimed one)."""
+    max_repeats: int = Field(400, gt=0)
+    """anchored: at most this many rounds per model."""
 
     def timing_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of `measure_latency` these settings stand for."""
@@ -38,15 +47,17 @@ class LatencySettings(Config):
 class PredictorSettings(Config):
     """How the latency predictor is fitted."""
 
-    kind: Literal["auto", "analytic", "mlp"] = "auto"
-    """analytic cost model, MLP, or auto: the better by cross-validated MAPE."""
+    kind: Literal["auto", "analytic", "mlp", "boosted"] = "auto"
+    """analytic cost model, MLP, boosted (the analytic model corrected by gradient-boosted trees), or auto: the best
+    by cross-validated MAPE."""
     folds: int = Field(5, gt=1)
     """Cross-validation folds."""
 
 
 class MeasureConfig(LatencySettings):
-    """`autotinybert latency measure`: sample archs from a space and append their latency to a JSONL file;
-    BERT-base is re-measured every `reference_every` archs. Rerun to resume."""
+    """`autotinybert latency measure`: sample archs from a space and append their latency to a JSONL file; the
+    anchors and BERT-base are re-calibrated (anchored protocol) or BERT-base re-measured (interleaved) every
+    `reference_every` archs. Rerun to resume."""
 
     space: str = Field("cpu-mlm", json_schema_extra={"path": "if_exists"})
     """Search space preset or YAML file."""
@@ -55,7 +66,7 @@ class MeasureConfig(LatencySettings):
     out: PathStr = path_field("", min_length=1)
     """JSONL file (appended to; archs already in it are skipped)."""
     reference_every: int = Field(25, gt=0)
-    """Re-measure BERT-base every N archs."""
+    """Re-calibrate the anchors against BERT-base (or re-measure BERT-base) every N archs."""
     seed: int = Field(0, ge=0)
     """Seed of the sampled archs and inputs."""
     progress: bool = True
@@ -63,7 +74,8 @@ class MeasureConfig(LatencySettings):
 
 
 class FitConfig(PredictorSettings):
-    """`autotinybert latency fit`: fit the analytic cost model and the MLP on latency files, keep the better by
+    """`autotinybert latency fit`: fit the analytic cost model, the MLP and the boosted model on latency files, keep
+    the best by
     cross-validated MAPE, save it (JSON, or safetensors for a .safetensors path)."""
 
     files: PathList = path_field(default_factory=list, positional=True, min_length=1)
@@ -77,15 +89,15 @@ class FitConfig(PredictorSettings):
 
 
 class BenchConfig(LatencySettings):
-    """`autotinybert latency bench`: time archs and BERT-base in the same interleaved run; print median ms, IQR
-    and speedup (beside a predictor's numbers when one is given)."""
+    """`autotinybert latency bench`: time archs and BERT-base in one run (anchored by default); print ms, IQR,
+    rounds and speedup (beside a predictor's numbers when one is given)."""
 
     archs: NameList = positional_field(default_factory=list, min_length=1)
     """Architectures as L-dm-df-h-dqkv."""
     warmup: int = Field(3, ge=0)
     """Untimed runs per model first."""
     repeats: int = Field(10, gt=0)
-    """Timed runs per model; the median is reported."""
+    """Timed rounds per model (anchored: at least this many)."""
     predictor: PathStr | None = path_field(None)
     """Also print this predictor's ms and speedup."""
     seed: int = Field(0, ge=0)

@@ -23,7 +23,8 @@ from ..errors import UserError
 from ..io import check_writable
 from ..space import SearchSpace
 from .device import SETTING_KEYS, check_settings, compare_records, device_record
-from .measure import (LatencyRecord, Timer, _check_counts, clock_timer, make_runner, summarize, time_interleaved,
+from .measure import (DEFAULT_STATISTIC, Ladder, LatencyRecord, PairBlock, Timer, _check_counts, anchored_record,
+                      chain_ratios, check_protocol, clock_timer, make_runner, summarize, time_interleaved,
                       torch_threads)
 
 
@@ -62,6 +63,32 @@ class LatencyDataset:
     device: dict[str, Any] | None = None
     reference_at: list[float] = field(default_factory=list)  # per arch record: the reference ms measured nearest
     spaces: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # name -> definition (None: not recorded)
+    calibration: list[LatencyRecord] = field(default_factory=list)  # anchored protocol: rung-vs-rung blocks
+    statistic: str = DEFAULT_STATISTIC  # the anchored protocol's pair statistic (`pair_ratio`)
+
+    def chain(self) -> dict[Arch, float]:
+        """Each anchor's latency / BERT-base's, from every calibration block in the file(s)."""
+        links: dict[tuple[Arch, Arch], tuple[list[float], list[float]]] = {}
+        for row in self.calibration:
+            pooled = links.setdefault((row.arch, Arch.parse(row.anchor)), ([], []))
+            pooled[0].extend(row.samples_ms)
+            pooled[1].extend(row.anchor_samples_ms)
+        return chain_ratios(links, self.statistic)
+
+    def renormalise(self) -> None:
+        """Recompute every anchored record's ratio to BERT-base from all the calibration blocks now known, and its
+        median_ms as ratio x `reference_ms` (so records from several files, resumed runs or campaigns share one
+        scale: speedups are what transfers, raw milliseconds drift with the machine)."""
+        anchored = [r for r in self.records if r.anchor is not None]
+        if not anchored:
+            return
+        chain, reference_ms = self.chain(), self.reference_ms
+        common = lambda r: r.settings  # noqa: E731
+        for i, r in enumerate(self.records):
+            if r.anchor is None:
+                continue
+            block = PairBlock(r.arch, Arch.parse(r.anchor), r.samples_ms, r.anchor_samples_ms)
+            self.records[i] = anchored_record(block, chain, reference_ms, common(r), self.statistic)
 
     @property
     def reference_ms(self) -> float:
@@ -79,6 +106,8 @@ class LatencyDataset:
         self.records += other.records
         self.references += other.references
         self.reference_at += other.reference_at
+        self.calibration += other.calibration
+        self.renormalise()
 
 
 def _read_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -101,8 +130,11 @@ def _read_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
     return rows, good
 
 
-def read_dataset(path: str | Path) -> LatencyDataset:
-    """Load a latency JSONL file (a torn last line from a kill is ignored)."""
+def read_dataset(path: str | Path, statistic: str | None = None) -> LatencyDataset:
+    """Load a latency JSONL file (a torn last line from a kill is ignored). Anchored records are renormalised with
+    `statistic` over their per-round ratios (default: the one the file was measured with)."""
+    if statistic is not None:
+        check_protocol("anchored", 0.0, 1, 1, statistic)
     path = Path(path)
     if not path.is_file():
         raise UserError(f"latency file {path} is a folder; give the .jsonl file in it" if path.is_dir() else
@@ -121,19 +153,31 @@ def read_dataset(path: str | Path) -> LatencyDataset:
             dataset.device = row["device"]
         if row.get("space") is not None and dataset.spaces.get(str(row["space"])) is None:
             dataset.spaces[str(row["space"])] = row.get("space_def") if isinstance(row.get("space_def"), dict) else None
-        if row.get("kind") == "reference" or record.is_reference:
+        if row.get("statistic"):
+            dataset.statistic = str(row["statistic"])
+        if row.get("kind") == "calibration":
+            if record.anchor is None or len(record.samples_ms) != len(record.anchor_samples_ms):
+                raise UserError(f"{path}: calibration record {number} lacks its anchor samples; give a file written "
+                                "by autotinybert latency measure")
+            dataset.calibration.append(record)
+        elif row.get("kind") == "reference" or record.is_reference:
             dataset.references.append(record)
         else:
             dataset.records.append(record)
             dataset.reference_at.append(float(row.get("reference_ms") or "nan"))
+    if statistic is not None:
+        dataset.statistic = statistic
+    dataset.renormalise()
     return dataset
 
 
-def load_datasets(paths: list[str | Path]) -> LatencyDataset:
+def load_datasets(paths: list[str | Path], statistic: str | None = None) -> LatencyDataset:
     """Several latency files measured with the same settings, merged."""
     merged = LatencyDataset()
     for path in paths:
-        merged.extend(read_dataset(path))
+        data = read_dataset(path, statistic)
+        merged.statistic = data.statistic
+        merged.extend(data)
     return merged
 
 
@@ -172,18 +216,27 @@ class _JsonlAppender:
 def measure_dataset(space: SearchSpace | str, n: int, out: str | Path, *, seed: int = 0, backend: str = "torch",
                     device: str = "cpu", threads: int = 1, batch: int = 1, seq_len: int = 128, warmup: int = 2,
                     repeats: int = 7, reference_every: int = 25, clock: str = "wall", progress: bool = True,
+                    protocol: str = "anchored", budget_s: float = 0.5, max_repeats: int = 400,
+                    statistic: str = DEFAULT_STATISTIC, anchors: list[Arch | str] | None = None,
                     timer: Timer | None = None,
                     on_record: Callable[[LatencyRecord], None] | None = None) -> MeasureSummary:
     """Measure `n` archs sampled from `space` (seeded, every depth covered) into the JSONL file `out`.
 
-    BERT-base is re-measured before the first arch, every `reference_every` archs and after the last.
+    ``protocol="anchored"`` (default): each arch is timed beside its nearest anchor model, `repeats` rounds at least
+    and more up to `budget_s` seconds of timed runs (`max_repeats` at most); the anchor ladder is calibrated up to
+    BERT-base before the first arch, every `reference_every` archs and after the last (``calibration`` rows, and a
+    ``reference`` row with BERT-base's raw ms). Reading the file recomputes each arch's ratio to BERT-base from all
+    calibrations (see `LatencyDataset.renormalise`). ``protocol="interleaved"``: the old one (each arch `repeats`
+    times back to back, BERT-base re-measured every `reference_every` archs, raw medians).
+
     ``clock="cpu"`` times the thread's CPU time (for a shared machine, see `clock_timer`). Archs already in `out`
-    are skipped, so rerunning after a kill resumes; a file measured with other settings is refused.
+    are skipped, so rerunning after a kill resumes; a file measured with other settings or protocol is refused.
     """
     started = time.time()
     space = SearchSpace.load(space)
     check_settings(backend, device, threads, batch, seq_len, clock)
     _check_counts(warmup, repeats)
+    check_protocol(protocol, budget_s, max_repeats, repeats, statistic)
     timer = timer or clock_timer(clock)
     if isinstance(reference_every, bool) or not isinstance(reference_every, int) or reference_every < 1:
         raise UserError(f"reference_every must be a positive integer, got {reference_every!r}")
@@ -193,6 +246,7 @@ def measure_dataset(space: SearchSpace | str, n: int, out: str | Path, *, seed: 
     check_writable(out, folder=False)
     archs = sample_archs(space, n, seed)
     record_device = device_record(backend, device, threads, batch, seq_len, clock)
+    file_protocol = protocol  # the statistic is applied when reading (raw samples are kept), so it may differ
 
     done: set[Arch] = set()
     keep_bytes = None
@@ -204,61 +258,108 @@ def measure_dataset(space: SearchSpace | str, n: int, out: str | Path, *, seed: 
             if mismatch:
                 raise UserError(f"{out} was measured with other settings {mismatch} (file vs request); rerun with "
                                 "the same settings or choose a new out file")
-            if row.get("kind") != "reference":
+            saved_protocol = str(row.get("protocol", "interleaved")).split("/")[0]  # "anchored/<statistic>" too
+            if saved_protocol != file_protocol:
+                raise UserError(f"{out} was measured with protocol {saved_protocol!r}, this run asks for "
+                                f"{file_protocol!r}; use the same protocol or choose a new out file")
+            if row.get("kind") == "arch":
                 done.add(Arch.parse(row["arch"]))
         if rows:
             compare_records(rows[0]["device"], record_device, what=f"latency file {out}")
     todo = [(i, a) for i, a in enumerate(archs) if a not in done]
-
-    def run_one(arch: Arch) -> LatencyRecord:
-        runner = make_runner(arch, backend=backend, device=device, threads=threads, batch=batch, seq_len=seq_len,
-                             seed=seed)
-        try:
-            (samples,) = time_interleaved([runner], warmup=warmup, repeats=repeats, timer=timer,
-                                          settle=0)  # one model back to back: already settled
-        finally:
-            runner.close()
-        stats = summarize(samples)
-        return LatencyRecord(arch, stats.median_ms, stats.iqr_ms, stats.repeats, backend, device, threads, batch,
-                             seq_len, clock, False, samples)
+    common = (backend, device, threads, batch, seq_len, clock)
+    settings = dict(backend=backend, device=device, threads=threads, batch=batch, seq_len=seq_len, seed=seed)
 
     def row_of(record: LatencyRecord, kind: str, index: int | None, reference_ms: float | None) -> dict[str, Any]:
         return {"kind": kind, **record.to_dict(), "index": index,
                 "reference_ms": None if reference_ms is None else round(reference_ms, 5),
-                "space": space.name, "space_def": space.to_dict(), "seed": seed,
+                "space": space.name, "space_def": space.to_dict(), "seed": seed, "protocol": file_protocol,
+                **({"statistic": statistic} if protocol == "anchored" else {}),
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "device": record_device}
 
     references = 0
-    writer = _JsonlAppender(out, keep_bytes)
+    writer = _JsonlAppender(out, keep_bytes) if todo else None
     try:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(archs), initial=len(archs) - len(todo), desc=f"latency {space.name}", unit="arch",
-                   disable=not progress)
+                   disable=not progress or not todo)
         with torch_threads(threads):
-            reference_ms = None
-            for count, (index, arch) in enumerate(todo):
-                if count % reference_every == 0:
-                    ref = run_one(BERT_BASE)
-                    ref.is_reference = True
-                    reference_ms = ref.median_ms
-                    writer.write(row_of(ref, "reference", None, None))
-                    references += 1
-                record = run_one(arch)
-                writer.write(row_of(record, "arch", index, reference_ms))
-                if on_record is not None:
-                    on_record(record)
-                bar.update(1)
-                bar.set_postfix(ms=f"{record.median_ms:.1f}", ref_ms=f"{reference_ms:.0f}")
-            if todo:  # close the run with a reference too, so drift over the last interval is visible
+            if protocol == "anchored" and todo:
+                ladder = Ladder(anchors, settings, timer=timer, warmup=warmup, min_rounds=repeats,
+                                max_rounds=max_repeats, budget_ms=budget_s * 1e3, statistic=statistic)
+                try:
+                    def calibrate() -> float:
+                        nonlocal references
+                        for block in ladder.calibrate():
+                            stats = summarize(block.model_ms)
+                            row = LatencyRecord(block.arch, stats.median_ms, stats.iqr_ms, stats.repeats, *common,
+                                                samples_ms=list(block.model_ms), anchor=str(block.anchor),
+                                                anchor_ratio=block.ratio(statistic),
+                                                anchor_samples_ms=list(block.anchor_ms), raw_median_ms=stats.median_ms)
+                            writer.write(row_of(row, "calibration", None, None))
+                        stats = summarize(ladder.blocks[-1].anchor_ms)  # the top link's anchor is BERT-base
+                        ref = LatencyRecord(ladder.rungs[-1], stats.median_ms, stats.iqr_ms, stats.repeats, *common,
+                                            is_reference=True, samples_ms=list(ladder.blocks[-1].anchor_ms),
+                                            ratio=1.0, raw_median_ms=stats.median_ms)
+                        writer.write(row_of(ref, "reference", None, None))
+                        references += 1
+                        return stats.median_ms
+
+                    for count, (index, arch) in enumerate(todo):
+                        if count % reference_every == 0:
+                            reference_ms = calibrate()
+                        runner = make_runner(arch, **settings)
+                        try:
+                            block = ladder.time_arch(arch, runner)
+                        finally:
+                            runner.close()
+                        # provisional: reading the file renormalises with every calibration
+                        record = ladder.record(block, common)
+                        writer.write(row_of(record, "arch", index, reference_ms))
+                        if on_record is not None:
+                            on_record(record)
+                        bar.update(1)
+                        bar.set_postfix(ms=f"{record.median_ms:.1f}", rounds=record.repeats)
+                    calibrate()  # close the run with a calibration too
+                finally:
+                    ladder.close()
+            elif todo:
+                def run_one(arch: Arch) -> LatencyRecord:
+                    runner = make_runner(arch, **settings)
+                    try:
+                        (samples,) = time_interleaved([runner], warmup=warmup, repeats=repeats, timer=timer,
+                                                      settle=0)  # one model back to back: already settled
+                    finally:
+                        runner.close()
+                    stats = summarize(samples)
+                    return LatencyRecord(arch, stats.median_ms, stats.iqr_ms, stats.repeats, *common, False, samples)
+
+                reference_ms = None
+                for count, (index, arch) in enumerate(todo):
+                    if count % reference_every == 0:
+                        ref = run_one(BERT_BASE)
+                        ref.is_reference = True
+                        reference_ms = ref.median_ms
+                        writer.write(row_of(ref, "reference", None, None))
+                        references += 1
+                    record = run_one(arch)
+                    writer.write(row_of(record, "arch", index, reference_ms))
+                    if on_record is not None:
+                        on_record(record)
+                    bar.update(1)
+                    bar.set_postfix(ms=f"{record.median_ms:.1f}", ref_ms=f"{reference_ms:.0f}")
+                # close the run with a reference too, so drift over the last interval is visible
                 ref = run_one(BERT_BASE)
                 ref.is_reference = True
                 writer.write(row_of(ref, "reference", None, None))
                 references += 1
         bar.close()
     finally:
-        writer.close()
-    final = read_dataset(out)
+        if writer is not None:
+            writer.close()
+    final = read_dataset(out) if out.exists() else None
     return MeasureSummary(str(out), len(archs), len(archs) - len(todo), len(todo), references,
-                          final.reference_ms if final.references else None, round(time.time() - started, 1))
+                          final.reference_ms if final is not None and final.references else None,
+                          round(time.time() - started, 1))

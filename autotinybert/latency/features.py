@@ -2,6 +2,9 @@
 
 * `mlp_features`: the five hyper-parameters divided by a fixed scale (the paper / HAT: a regressor on the
   normalised architecture encoding).
+* `boost_features`: what the boosted trees see besides the analytic model's estimate: the dimensions, the head
+  size, and each width's alignment (remainders modulo 8, 16 and 64), since CPU GEMM kernels pick other code paths
+  (and pad) when a width is not a multiple of the vector width, so latency jumps at particular widths.
 * `analytic_terms`: the work one forward does, term by term, in millions of multiply-adds or elements for a
   ``batch x seq_len`` input. Latency is modelled as a non-negative combination of them, so each coefficient reads
   as "ms per million operations of that kind" (or ms per layer / per call for the overhead terms).
@@ -56,3 +59,24 @@ def analytic_terms(archs: Sequence[Arch], batch: int, seq_len: int) -> np.ndarra
             1.0,
         ])
     return np.array(rows, dtype=np.float64)
+
+
+BOOST_FEATURES = (
+    "layers", "hidden", "ffn", "heads", "qkv", "head_size",
+    "hidden_mod8", "hidden_mod16", "hidden_mod64", "ffn_mod8", "ffn_mod16", "ffn_mod64",
+    "qkv_mod16", "head_size_mod8", "head_size_mod16",
+    "log_work",  # log of the matrix multiply-adds at batch x seq_len: how big the model is, for size-band effects
+)
+
+
+def boost_features(archs: Sequence[Arch], batch: int, seq_len: int) -> np.ndarray:
+    """(N, len(BOOST_FEATURES)) array. Head size = qkv / heads (a float when qkv is not a multiple of heads)."""
+    terms = analytic_terms(archs, batch, seq_len)
+    rows = []
+    for a, t in zip(archs, terms):
+        head = a.qkv / a.heads
+        rows.append([a.layers, a.hidden, a.ffn, a.heads, a.qkv, head,
+                     a.hidden % 8, a.hidden % 16, a.hidden % 64, a.ffn % 8, a.ffn % 16, a.ffn % 64,
+                     a.qkv % 16, head % 8, head % 16,
+                     float(np.log(t[0] + t[1] + t[2] + t[8] + 1e-6))])
+    return np.array(rows, dtype=np.float64).reshape(len(rows), len(BOOST_FEATURES))

@@ -1,6 +1,7 @@
-"""The two latency regressors: an analytic cost model (least squares on work terms) and the HAT-style MLP.
+"""The latency regressors: an analytic cost model (least squares on work terms), the HAT-style MLP, and the analytic
+model corrected by gradient-boosted trees (`BoostedModel`).
 
-Both map a list of `Arch` to milliseconds and serialise to a dict of plain values plus named float arrays, so the
+All map a list of `Arch` to milliseconds and serialise to a dict of plain values plus named float arrays, so the
 predictor file can be JSON or safetensors (never pickle). The MLP predicts in numpy, so a search that calls it
 thousands of times does not touch torch.
 """
@@ -14,7 +15,7 @@ import numpy as np
 
 from ..arch import Arch
 from ..errors import UserError
-from .features import ANALYTIC_TERMS, MLP_FEATURES, analytic_terms, mlp_features
+from .features import ANALYTIC_TERMS, BOOST_FEATURES, MLP_FEATURES, analytic_terms, boost_features, mlp_features
 
 
 def _check_targets(archs: Sequence[Arch], latency_ms: np.ndarray, need: int, what: str) -> np.ndarray:
@@ -162,4 +163,95 @@ class MLPModel:
                    biases=[np.asarray(arrays[f"b{i}"], dtype=np.float64) for i in range(n)])
 
 
-MODEL_KINDS = {"analytic": AnalyticModel, "mlp": MLPModel}
+@dataclass
+class BoostedModel:
+    """log latency = log(analytic model) + boosted trees on `boost_features` (the analytic model's log residuals).
+
+    The analytic model carries the scale and extrapolates (to BERT-base, to the corners of a space); the trees learn
+    what it cannot express: kernel-choice jumps at particular widths, head sizes off the vector width, fixed costs
+    that weigh on small models. The trees are fitted by scikit-learn's `GradientBoostingRegressor` (squared loss on
+    the log residual, which is a relative-error loss) and stored as plain node arrays (feature, threshold, children,
+    value), so the file stays JSON / safetensors and prediction is numpy only.
+    """
+
+    base: AnalyticModel
+    offset: float  # mean log residual (the trees fit what is left around it)
+    learning_rate: float
+    feature: np.ndarray  # (nodes,) int feature index, -1 at leaves; all trees' nodes concatenated
+    threshold: np.ndarray  # (nodes,) go left when x[feature] <= threshold
+    left: np.ndarray  # (nodes,) child index within the same tree, -1 at leaves
+    right: np.ndarray
+    value: np.ndarray  # (nodes,) the leaf value
+    starts: np.ndarray  # (trees + 1,) node offsets of each tree
+
+    kind = "boosted"
+
+    @classmethod
+    def min_points(cls) -> int:
+        return len(ANALYTIC_TERMS)
+
+    @classmethod
+    def fit(cls, archs: Sequence[Arch], latency_ms: Sequence[float], *, batch: int, seq_len: int,
+            n_estimators: int = 300, learning_rate: float = 0.05, max_depth: int = 3, min_samples_leaf: int = 4,
+            subsample: float = 0.8, seed: int = 0) -> BoostedModel:
+        from sklearn.ensemble import GradientBoostingRegressor
+
+        y = _check_targets(archs, np.asarray(latency_ms), cls.min_points(), "boosted predictor")
+        base = AnalyticModel.fit(archs, y, batch=batch, seq_len=seq_len)
+        residual = np.log(y) - np.log(np.maximum(base.predict(archs), 1e-9))
+        offset = float(residual.mean())
+        gbr = GradientBoostingRegressor(loss="squared_error", n_estimators=n_estimators, learning_rate=learning_rate,
+                                        max_depth=max_depth,
+                                        min_samples_leaf=min(min_samples_leaf, max(1, len(y) // 4)),
+                                        subsample=subsample, init="zero", random_state=seed)
+        gbr.fit(boost_features(archs, batch, seq_len), residual - offset)
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("feature", "threshold", "left", "right", "value")}
+        starts = [0]
+        for (estimator,) in gbr.estimators_:
+            tree = estimator.tree_  # public arrays of a fitted sklearn tree
+            parts["feature"].append(np.where(tree.children_left < 0, -1, tree.feature))
+            parts["threshold"].append(tree.threshold)
+            parts["left"].append(tree.children_left)
+            parts["right"].append(tree.children_right)
+            parts["value"].append(tree.value[:, 0, 0])
+            starts.append(starts[-1] + tree.node_count)
+        cat = {k: np.concatenate(v).astype(np.float64) for k, v in parts.items()}
+        return cls(base=base, offset=offset, learning_rate=learning_rate, starts=np.asarray(starts, np.float64), **cat)
+
+    def predict(self, archs: Sequence[Arch]) -> np.ndarray:
+        x = boost_features(archs, self.base.batch, self.base.seq_len)  # (N, F)
+        rows = np.arange(len(x))
+        feature, left, right = self.feature.astype(np.int64), self.left.astype(np.int64), self.right.astype(np.int64)
+        total = np.zeros(len(x))
+        for t in range(len(self.starts) - 1):
+            start = int(self.starts[t])
+            node = np.zeros(len(x), dtype=np.int64)  # index within the tree
+            while True:
+                f = feature[start + node]
+                inner = f >= 0
+                if not inner.any():
+                    break
+                go_left = x[rows, np.maximum(f, 0)] <= self.threshold[start + node]
+                node = np.where(inner, np.where(go_left, left[start + node], right[start + node]), node)
+            total += self.value[start + node]
+        return self.base.predict(archs) * np.exp(self.offset + self.learning_rate * total)
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        base_meta, base_arrays = self.base.state()
+        return ({"features": list(BOOST_FEATURES), "base": base_meta, "offset": self.offset,
+                 "learning_rate": self.learning_rate, "trees": len(self.starts) - 1},
+                {"base_coef": base_arrays["coef"], "feature": self.feature, "threshold": self.threshold,
+                 "left": self.left, "right": self.right, "value": self.value, "starts": self.starts})
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> BoostedModel:
+        if list(meta.get("features", [])) != list(BOOST_FEATURES):
+            raise UserError(f"predictor's tree features {meta.get('features')} differ from this version's "
+                            f"{list(BOOST_FEATURES)}; refit it with autotinybert latency fit")
+        base = AnalyticModel.from_state(meta["base"], {"coef": arrays["base_coef"]})
+        return cls(base=base, offset=float(meta["offset"]), learning_rate=float(meta["learning_rate"]),
+                   **{k: np.asarray(arrays[k], dtype=np.float64)
+                      for k in ("feature", "threshold", "left", "right", "value", "starts")})
+
+
+MODEL_KINDS = {"analytic": AnalyticModel, "mlp": MLPModel, "boosted": BoostedModel}

@@ -1,9 +1,10 @@
 """`LatencyPredictor`: arch -> milliseconds on the device it was measured on, plus BERT-base's latency there.
 
-`fit_predictor` fits the analytic cost model and the MLP, scores both by k-fold cross-validation (out-of-fold
-predictions: RMSE in ms, MAPE, worst-case error, Kendall tau), keeps the better one (lower MAPE) refitted on all
-points, and attaches the `FitReport`. The file (JSON, or safetensors when the path ends in ``.safetensors``)
-holds the model, the device record and the reference latency, so ``predict_speedup`` needs nothing else.
+`fit_predictor` fits the analytic cost model, the MLP and the boosted model (analytic x trees), scores each by
+k-fold cross-validation (out-of-fold predictions: RMSE in ms, MAPE, worst-case error, Kendall tau), keeps the best
+(lowest MAPE) refitted on all points, and attaches the `FitReport`. The file (JSON, or safetensors when the path
+ends in ``.safetensors``) holds the model, the device record and the reference latency, so ``predict_speedup`` needs
+nothing else.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..errors import UserError
 from ..io import atomic_path, atomic_write_json
 from .dataset import LatencyDataset
 from .device import compare_records, device_record
-from .models import MODEL_KINDS, AnalyticModel, MLPModel
+from .models import MODEL_KINDS, AnalyticModel, BoostedModel, MLPModel
 from .measure import LatencyRecord
 
 FORMAT = "autotinybert-latency-predictor"
@@ -87,7 +88,7 @@ class LatencyPredictor:
 
     space: dict[str, Any] | None = None  # the search space its latency file sampled (None: not recorded)
 
-    def __init__(self, model: AnalyticModel | MLPModel, reference_ms: float, device: dict[str, Any],
+    def __init__(self, model: AnalyticModel | MLPModel | BoostedModel, reference_ms: float, device: dict[str, Any],
                  report: FitReport | None = None):
         if not (isinstance(reference_ms, (int, float)) and reference_ms > 0):
             raise UserError(f"reference_ms must be a positive number of milliseconds, got {reference_ms!r}")
@@ -155,11 +156,13 @@ class LatencyPredictor:
                             f"sub-space of '{fitted.name}'")
 
     def evaluate(self, records: Sequence[LatencyRecord]) -> Metrics:
-        """Held-out metrics on measured records (reference records are skipped)."""
+        """Held-out metrics on measured records (reference records are skipped). Anchored records are compared on
+        this predictor's scale (their ratio to BERT-base x `reference_ms`), i.e. as speedups."""
         points = [r for r in records if not r.is_reference]
         if not points:
             raise UserError("no measured archs to evaluate on")
-        return Metrics.of([r.median_ms for r in points], self.predict_many([r.arch for r in points]))
+        true = [r.ratio * self.reference_ms if r.ratio is not None else r.median_ms for r in points]
+        return Metrics.of(true, self.predict_many([r.arch for r in points]))
 
     # ----- files ----------------------------------------------------------------------------------------------
     def _meta(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -255,6 +258,8 @@ def _fit_kind(kind: str, archs: list[Arch], y: np.ndarray, batch: int, seq_len: 
               mlp_options: dict[str, Any]):
     if kind == "analytic":
         return AnalyticModel.fit(archs, y, batch=batch, seq_len=seq_len)
+    if kind == "boosted":
+        return BoostedModel.fit(archs, y, batch=batch, seq_len=seq_len, seed=seed)
     return MLPModel.fit(archs, y, seed=seed, **mlp_options)
 
 
@@ -273,14 +278,15 @@ def cross_validate(kind: str, archs: list[Arch], y: np.ndarray, *, batch: int, s
 def fit_predictor(records: Sequence[LatencyRecord] | LatencyDataset, *, kind: str = "auto", folds: int = 5,
                   seed: int = 0, reference_ms: float | None = None, device: dict[str, Any] | None = None,
                   mlp_options: dict[str, Any] | None = None) -> LatencyPredictor:
-    """Fit a predictor on measured records; ``kind`` is "auto" (best by cross-validated MAPE), "analytic" or "mlp".
+    """Fit a predictor on measured records; ``kind`` is "auto" (best by cross-validated MAPE), "analytic", "mlp" or
+    "boosted".
 
     The returned predictor's ``report`` (`FitReport`) holds every candidate's out-of-fold RMSE/MAPE/worst/tau.
     The reference latency comes from the BERT-base records (or `reference_ms`); the device record from the
     dataset (or `device`).
     """
     if kind not in ("auto", *MODEL_KINDS):
-        raise UserError(f"unknown predictor kind {kind!r}; choose auto, analytic or mlp")
+        raise UserError(f"unknown predictor kind {kind!r}; choose auto, {', '.join(MODEL_KINDS)}")
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         raise UserError(f"folds must be an integer >= 2, got {folds!r}")
     points, reference_ms, device = _split(records, reference_ms, device)
@@ -289,12 +295,16 @@ def fit_predictor(records: Sequence[LatencyRecord] | LatencyDataset, *, kind: st
         raise UserError(f"fitting a latency predictor with {folds}-fold cross-validation needs at least {need} "
                         f"measured archs, got {len(points)}; measure more (autotinybert latency measure n=...)")
     archs = [r.arch for r in points]
-    y = np.array([r.median_ms for r in points], dtype=np.float64)
+    # anchored records carry their ratio to BERT-base: put them all on this reference's scale (records from several
+    # campaigns or pipeline chunks were normalised by their own BERT-base, which drifts with the machine)
+    y = np.array([r.ratio * reference_ms if r.ratio is not None else r.median_ms for r in points], dtype=np.float64)
     batch, seq_len = points[0].batch, points[0].seq_len
     kinds = list(MODEL_KINDS) if kind == "auto" else [kind]
     cv = {k: cross_validate(k, archs, y, batch=batch, seq_len=seq_len, folds=folds, seed=seed,
                             mlp_options=mlp_options)[0] for k in kinds}
-    chosen = min(cv, key=lambda k: (cv[k].mape, -cv[k].kendall_tau))
+    best = min(m.mape for m in cv.values())
+    simplest_first = [k for k in ("analytic", "boosted", "mlp") if k in cv]  # a tie goes to the simpler model
+    chosen = next(k for k in simplest_first if cv[k].mape <= best * (1 + 1e-3) + 1e-9)
     model = _fit_kind(chosen, archs, y, batch, seq_len, seed, mlp_options or {})
     analytic = model if chosen == "analytic" else (
         AnalyticModel.fit(archs, y, batch=batch, seq_len=seq_len) if "analytic" in kinds else None)

@@ -35,7 +35,7 @@ class Stage:
     inputs: Callable[[PipelineConfig, Upstream], StageInputs]
     outputs: type[Config]
     upstream: tuple[str, ...] = ()
-    distributed: bool = False  # under torchrun every rank runs it (DDP training, one search candidate per rank)
+    distributed: bool = False  # under torchrun every rank runs it (data-parallel training, one search candidate per rank)
     check: Callable[[PipelineConfig, Config], None] | None = None  # run on its outputs before the next stage
 
 

@@ -2,10 +2,10 @@
 
 Launched with ``torchrun``, every rank runs `run_pipeline`. Rank 0 owns the run folder: it decides whether a stage
 is skipped, resumed or started, and it alone runs the single-process stages (tokenize, latency, predictor, extract,
-finetune, report) while the other ranks wait. The multi-process stages (supernet and further training with DDP,
+finetune, report) while the other ranks wait. The multi-process stages (supernet and further training, data-parallel,
 the searches with one candidate per rank) run on every rank. Decisions and stage outputs travel from rank 0 over
 a gloo group of the pipeline's own, with a long timeout: a rank may wait hours for rank 0 to fine-tune, which the
-default group's 30-minute timeout (the one DDP uses, where a long wait means a hang) would cut short.
+default group's 30-minute timeout (the one collectives use, where a long wait means a hang) would cut short.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Ranks:
 
         owns = not dist.is_initialized()
         if owns:
-            # one default group for every stage: gloo for CPU tensors and objects, nccl for DDP on CUDA
+            # one default group for every stage: gloo for CPU tensors and objects, nccl for the gradient all-reduce on CUDA
             dist.init_process_group(backend="cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
         group = dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT)
         return cls(dist.get_rank(), dist.get_world_size(), group, owns)

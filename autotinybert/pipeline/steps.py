@@ -134,7 +134,9 @@ def latency(inputs: LatencyInputs, stage_dir: Path, resume: bool) -> LatencyOutp
         references.append(records[-1].median_ms)
     (stage_dir / "latency.jsonl").write_text("\n".join(lines) + "\n")
     reference_ms = float(sorted(references)[len(references) // 2])  # median over the chunks' BERT-base runs
-    init_ms = next((json.loads(x)["median_ms"] for x in lines if json.loads(x)["role"] == "init"), None)
+    init = next((json.loads(x) for x in lines if json.loads(x)["role"] == "init"), None)
+    # anchored protocol: its measured fraction of BERT-base, on the campaign's scale; else its own median
+    init_ms = None if init is None else init["ratio"] * reference_ms if init.get("ratio") else init["median_ms"]
     return LatencyOutputs(records=str(stage_dir / "latency.jsonl"), reference_ms=reference_ms, init_ms=init_ms)
 
 

@@ -1,4 +1,5 @@
-"""One-shot SuperPLM training (Algorithm 1) and further training, with MLM or KD, on DDP; the search's loss proxy.
+"""One-shot SuperPLM training (Algorithm 1) and further training, with MLM or KD, on one process or many; the search's
+loss proxy.
 
 The names load on first access, so the configs (`autotinybert.train.config`) import without torch.
 """

@@ -11,8 +11,8 @@ package did before; on probabilities the term is ~350x smaller than the hidden t
 MiniLM's KL(teacher || student) between the attention distributions.
 
 `StudentModule` wraps the trainable parts (a SuperBERT or a standalone model, plus the KD projection) in one
-`nn.Module`, so DDP sees every trainable parameter; `forward` returns an `ObjectiveOutput`: the loss of one
-(batch, arch) and its unweighted terms (logged separately in metrics.jsonl).
+`nn.Module`, so the optimizer and the gradient all-reduce see every trainable parameter; `forward` returns an
+`ObjectiveOutput`: the loss of one (batch, arch) and its unweighted terms (logged separately in metrics.jsonl).
 """
 
 from __future__ import annotations
@@ -24,12 +24,11 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils import _pytree
 
 from ..arch import Arch
 from ..errors import UserError
 from ..initialization import init_bert_module
-from ..layers import additive_mask
+from ..layers import additive_mask, sliced_linear
 from ..supernet import SuperBertForMaskedLM
 
 KDAttention = Literal["scores", "probs", "kl"]
@@ -200,10 +199,6 @@ class ObjectiveOutput:
     terms: dict[str, Tensor] = field(default_factory=dict)  # kd: {"kd_attention": ..., "kd_hidden": ...}
 
 
-# DDP (find_unused_parameters) routes the outputs' tensors through its own autograd node: it must see inside.
-_pytree.register_dataclass(ObjectiveOutput)
-
-
 class StudentModule(nn.Module):
     """The trainable model (+ the KD projection); `forward` returns the `ObjectiveOutput` of one sub-model."""
 
@@ -238,9 +233,8 @@ class StudentModule(nn.Module):
         return enc.last_hidden_state, (enc.attention_scores[-1] if need_attentions else None)
 
     def project(self, hidden: Tensor) -> Tensor:
-        d = hidden.shape[-1]
-        weight = self.projection.weight if d == self.projection.in_features else self.projection.weight[:, :d]
-        return F.linear(hidden, weight, self.projection.bias)
+        # (teacher hidden, max hidden): a sub-model of width d uses the first d columns
+        return sliced_linear(hidden, self.projection, self.projection.out_features, hidden.shape[-1])
 
     def load_projection(self, path: str | Path) -> None:
         """Start the projection from a `kd_projection.safetensors` (a supernet's, of width >= this model's: a

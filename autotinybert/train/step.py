@@ -4,6 +4,8 @@ The global batch of `batch_size` sequences is split into N sub-batches, one per 
 plays `workers / world_size` of them in turn). Worker w trains each of its M archs on its sub-batch, in
 `grad_accum` micro-batches; every draw (the archs, MLM masks, dropout) comes from a stream keyed by
 (seed, step, w, m, micro-batch), never by the process, so N workers give the same update on N processes or one.
+The gradients accumulate in place in persistent buffers (`distributed.GradientBuffers`); with more than one process,
+one bucketed all-reduce after the last backward sums them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from torch import nn
 from ..data.masking import mask_tokens, masking_spec_for
 from ..seeding import derive_seed, forked_global_rng, numpy_rng, stream_purpose, torch_generator
 from .config import TrainConfig
-from .distributed import DistContext
+from .distributed import DistContext, GradientBuffers, broadcast_module
 from .objectives import Teacher
 from .tasks import TrainingTask
 
@@ -51,20 +53,23 @@ def batch_rows(step: int, batch_size: int, n_train: int, seed: int, stream: str 
 
 
 class OneShotStep:
-    """Computes the gradient of one step over this process's workers, then applies one clipped AdamW update."""
+    """Computes the gradient of one step over this process's workers, sums it over the processes, then applies one
+    clipped AdamW update."""
 
     def __init__(self, config: TrainConfig, ctx: DistContext, workers: int, corpus: PreparedCorpus, task: TrainingTask,
-                 teacher: Teacher | None, module: nn.Module, engine: nn.Module, optimizer: torch.optim.Optimizer):
+                 teacher: Teacher | None, module: nn.Module, optimizer: torch.optim.Optimizer):
         self.config, self.ctx, self.workers, self.corpus, self.task = config, ctx, workers, corpus, task
-        self.teacher, self.module, self.engine, self.optimizer = teacher, module, engine, optimizer
+        self.teacher, self.module, self.optimizer = teacher, module, optimizer
+        if ctx.distributed:
+            broadcast_module(module)
+        self.grads = GradientBuffers(module.parameters())
         self.masking = masking_spec_for(corpus.tokenizer)
         self.sub = config.batch_size // workers  # sequences per worker
         self.micro = self.sub // config.grad_accum  # sequences per backward pass
         per_process = workers // ctx.world_size
         self.my_workers = range(ctx.rank * per_process, (ctx.rank + 1) * per_process)
-        self.n_backward = per_process * config.archs_per_step * config.grad_accum  # on this process
-        # each backward's share of the mean over all workers' M x accum losses; DDP then averages over processes
-        self.scale = ctx.world_size / (workers * config.archs_per_step * config.grad_accum)
+        # each backward's share of the mean over all workers' M x accum losses; the all-reduce then sums the processes
+        self.scale = 1.0 / (workers * config.archs_per_step * config.grad_accum)
 
     def _autocast(self):
         if self.ctx.device.type == "cuda":
@@ -83,6 +88,7 @@ class OneShotStep:
         ids_all = self.global_batch(step)
         loss_sum, count = 0.0, 0
         term_sums: dict[str, float] = {}
+        self.grads.attach()
         for w in self.my_workers:
             ids_w = ids_all[w * self.sub:(w + 1) * self.sub]
             teacher_out = {}  # micro-batch -> teacher outputs, computed once and shared by the M archs
@@ -101,12 +107,10 @@ class OneShotStep:
                             with self._autocast():
                                 teacher_out[a] = self.teacher(inputs, attention_mask)
                     count += 1
-                    last = count == self.n_backward  # DDP all-reduces the gradients on the last backward only
-                    sync = contextlib.nullcontext() if last or not self.ctx.distributed else self.engine.no_sync()
                     dropout_seed = derive_seed(c.seed, step, w, m, a, purpose=dropout_purpose)
-                    with sync, forked_global_rng(dropout_seed, dev):  # dropout takes no generator argument
+                    with forked_global_rng(dropout_seed, dev):  # dropout takes no generator argument
                         with self._autocast():
-                            out = self.engine(inputs, attention_mask, arch=arch, labels=labels,
+                            out = self.module(inputs, attention_mask, arch=arch, labels=labels,
                                               teacher=teacher_out.get(a))
                         (out.loss * self.scale).backward()
                     loss_sum += float(out.loss.detach())
@@ -118,13 +122,13 @@ class OneShotStep:
         return StepResult(loss=loss, tokens=tokens, archs=archs, terms=terms)
 
     def _update(self) -> None:
-        for p in self.module.parameters():  # untouched parameters get a zero gradient, as under DDP on any rank
-            if p.grad is None and p.requires_grad:
-                p.grad = torch.zeros_like(p)
+        # Every parameter has a gradient (its buffer view): an untouched one a zero gradient, on every process alike.
+        if self.ctx.distributed:
+            self.grads.all_reduce()
         if self.config.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.grads.zero()  # in place: the buffers persist (no per-step allocation or first-use fill)
 
     def _reduce(self, loss_sum: float, count: int, tokens: int,
                 term_sums: dict[str, float]) -> tuple[float, int, dict[str, float]]:

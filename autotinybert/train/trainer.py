@@ -1,4 +1,5 @@
-"""Algorithm 1 (batch-wise one-shot training) and further training of one model, on DDP, as one recipe:
+"""Algorithm 1 (batch-wise one-shot training) and further training of one model, on one or more processes, as one
+recipe:
 
     trainer = Trainer(config, ctx)   # checks that need no data and no model (seconds)
     trainer.setup()                  # teacher, tokenizer checks, corpus, model, optimiser, resume state, run files
@@ -8,7 +9,7 @@ Each optimizer step (train/step.py): the global batch of `batch_size` sequences 
 per Algorithm-1 worker (N = `workers`, default the number of processes; a process may play several workers in
 turn); every worker w draws M = `archs_per_step` archs from a generator seeded by (seed, step, w, m) and
 accumulates the gradient of each arch on its sub-batch (fresh masks per (step, w, m), the teacher run once per
-sub-batch); DDP averages the gradients over processes; one clipped AdamW update.
+sub-batch); one bucketed all-reduce sums the gradients over processes; one clipped AdamW update.
 
 Because every draw (arch, mask, dropout) depends only on (seed, step, worker, m, micro-batch), a run is
 reproducible, resumes exactly, and gives the same parameters whether N workers run as N processes or as one.
@@ -120,7 +121,7 @@ class Trainer:
                                              warmup_steps(c.warmup_ratio, self.total_steps, rounding="floor"))
         self.start_step = self._restore()
         self.train_step = OneShotStep(c, ctx, self.workers, self.corpus, self.task, self.teacher, self.module,
-                                      self._engine(), self.optimizer)
+                                      self.optimizer)
         self.eval_set = None
         if ctx.is_main:
             self.eval_set = EvalSet(self.corpus.validation[:c.eval_sequences], self.corpus.pad_token_id,
@@ -200,17 +201,6 @@ class Trainer:
         val = torch.as_tensor(np.asarray(corpus.validation, dtype=np.int32))
         save_file({"input_ids": val}, str(out / VALIDATION_NAME))
         copy_tokenizer_files(corpus.tokenizer_dir, out)
-
-    def _engine(self) -> nn.Module:
-        if not self.ctx.distributed:
-            return self.module
-        # find_unused_parameters: a sub-model leaves whole layers (those past its depth) out of the graph; DDP must
-        # be told, or it waits for their gradients forever. The graph changes every step, so static_graph does not
-        # apply.
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        device = self.ctx.device
-        return DDP(self.module, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=True)
 
     # ----- train -----------------------------------------------------------------------------------------------
     def train(self) -> Path:

