@@ -655,6 +655,13 @@ def plots(result: dict[str, Any], folder: Path, prefix: str) -> dict[str, str]:
 
     folder.mkdir(parents=True, exist_ok=True)
     made = {}
+
+    def save(fig, key: str, name: str) -> None:
+        made[key] = f"{prefix}{name}"
+        fig.tight_layout()
+        fig.savefig(folder / made[key], dpi=90)
+        plt.close(fig)
+
     rows = [r for r in result["table1"].get("rows", []) if r.get("score") is not None]
     if rows:
         fig, ax = plt.subplots(figsize=(5, 3.4))
@@ -666,10 +673,7 @@ def plots(result: dict[str, Any], folder: Path, prefix: str) -> dict[str, str]:
         ax.set_xlabel("measured speedup over MiniLM")
         ax.set_ylabel("score (dev, mean over seeds)")
         ax.legend(fontsize=7)
-        made["table1"] = f"{prefix}speedup_vs_score.png"
-        fig.tight_layout()
-        fig.savefig(folder / made["table1"], dpi=90)
-        plt.close(fig)
+        save(fig, "table1", "speedup_vs_score.png")
     t3 = result["table3"].get("rows", [])
     pts = [r for r in t3 if r.get("reference") is not None]
     if pts:
@@ -680,10 +684,7 @@ def plots(result: dict[str, Any], folder: Path, prefix: str) -> dict[str, str]:
             ax.scatter([sign * r[key] for r in sel], [100 * r["reference"] for r in sel])
             ax.set_xlabel(label)
             ax.set_ylabel("reference score")
-        made["table3"] = f"{prefix}proxy_vs_reference.png"
-        fig.tight_layout()
-        fig.savefig(folder / made["table3"], dpi=90)
-        plt.close(fig)
+        save(fig, "table3", "proxy_vs_reference.png")
     curves = result["figure5"].get("curves") or {}
     if curves:
         fig, ax = plt.subplots(figsize=(5, 3.4))
@@ -695,10 +696,7 @@ def plots(result: dict[str, Any], folder: Path, prefix: str) -> dict[str, str]:
         ax.set_xlabel("further-training step")
         ax.set_ylabel("validation KD loss")
         ax.legend(fontsize=7)
-        made["figure5"] = f"{prefix}further_training_curves.png"
-        fig.tight_layout()
-        fig.savefig(folder / made["figure5"], dpi=90)
-        plt.close(fig)
+        save(fig, "figure5", "further_training_curves.png")
     return made
 
 

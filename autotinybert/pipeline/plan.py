@@ -164,8 +164,8 @@ def check_targets(cfg: PipelineConfig, fitted: PredictorOutputs) -> None:
     space = cfg.supernet.search_space()
     low, high = cfg.search.window
     min_ms, max_ms = p.predict(space.min_arch), p.predict(space.max_arch)
-    bad = [s for s in cfg.search.speedups if not (low * p.reference_ms / bert_base_speedup(cfg, s, fitted) <= max_ms
-                                                  and high * p.reference_ms / bert_base_speedup(cfg, s, fitted) >= min_ms)]
+    target_ms = {s: p.reference_ms / bert_base_speedup(cfg, s, fitted) for s in cfg.search.speedups}
+    bad = [s for s, ms in target_ms.items() if not (low * ms <= max_ms and high * ms >= min_ms)]
     if bad:
         over = fitted.reference_ms if cfg.search.speedup_over == "bert-base" else fitted.init_ms
         raise UserError(f"search.speedups {bad} are outside what the space reaches on this machine (predicted "

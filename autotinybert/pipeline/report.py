@@ -233,8 +233,7 @@ def _gap(m: dict[str, Any], models: list[dict[str, Any]]) -> str:
     return _pct(m["measured_ms"], searched["measured_ms"])
 
 
-ROW_ORDER = {"init": -1, "candidate": 0, "searched": 0, "fast": 1, "conventional-inherited": 2,
-             "conventional-scratch": 3}
+ROW_ORDER = {"init": -1, "searched": 0, "fast": 1, "conventional-inherited": 2, "conventional-scratch": 3}
 
 
 def _rows(models: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:

@@ -123,18 +123,19 @@ def latency(inputs: LatencyInputs, stage_dir: Path, resume: bool) -> LatencyOutp
                         f"{lat.baseline_head_size}); widen it or set latency.baseline_head_size")
     log(f"[latency] timing {len(sampled)} sampled + {len(candidates)} conventional archs + BERT-base")
     archs = sampled + candidates
-    lines, references = [], []
+    lines, references, init = [], [], None
     for start in range(0, len(archs), lat.chunk):  # models are built before timing: bound the memory by chunks
         records = measure_latency(archs[start:start + lat.chunk], **lat.timing_kwargs(), reference=True,
                                   seed=inputs.seed)
         for rec in records:
             role = ("reference" if rec.is_reference else "init" if str(rec.arch) == inputs.init_arch
                     else "conventional" if rec.arch in rule else "sampled")
-            lines.append(json.dumps({**rec.to_dict(), "role": role}))
+            row = {**rec.to_dict(), "role": role}
+            lines.append(json.dumps(row))
+            init = row if role == "init" else init
         references.append(records[-1].median_ms)
     (stage_dir / "latency.jsonl").write_text("\n".join(lines) + "\n")
     reference_ms = float(sorted(references)[len(references) // 2])  # median over the chunks' BERT-base runs
-    init = next((json.loads(x) for x in lines if json.loads(x)["role"] == "init"), None)
     # anchored protocol: its measured fraction of BERT-base, on the campaign's scale; else its own median
     init_ms = None if init is None else init["ratio"] * reference_ms if init.get("ratio") else init["median_ms"]
     return LatencyOutputs(records=str(stage_dir / "latency.jsonl"), reference_ms=reference_ms, init_ms=init_ms)
