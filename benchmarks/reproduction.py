@@ -273,6 +273,8 @@ def table1(pipe: Path) -> dict[str, Any]:
         return {"status": NOT_DONE, "rows": [], "paired": [], "finetuned": False}
     models = collect_models(pipe)
     finetuned = _done(pipe, "finetune") is not None
+    if not finetuned:
+        models = partial_scores(pipe, models)
     order = {"init": 0, "searched": 1, "fast": 2, "conventional-inherited": 3, "conventional-scratch": 4}
     rows = []
     for m in sorted((m for m in models if m["kind"] in order), key=lambda m: (m["kind"] != "init",
@@ -307,6 +309,41 @@ def table1(pipe: Path) -> dict[str, Any]:
 
     return {"status": "done" if finetuned else NOT_DONE + " (fine-tuning)", "rows": rows, "paired": paired,
             "finetuned": finetuned, "models": models, "flags": flag_lines(pipe, models)}
+
+
+def partial_scores(pipe: Path, models: list[dict]) -> list[dict]:
+    """Before the finetune stage has finished: the models it will fine-tune (MiniLM's init row included) with the
+    (model, seed, task) fine-tunes finished so far, read from their result.json; a model's score only once every
+    task has every seed."""
+    from autotinybert.downstream.suite import aggregate
+
+    init = (_done(pipe, "extract") or {}).get("outputs", {}).get("init")
+    models = [m for m in ([init] if init else []) + models if not m.get("same_as") and m["kind"] != "candidate"]
+    try:
+        fine = _stage_config(pipe, "finetune")
+    except (OSError, KeyError, ValueError):
+        return models  # the stage has not started
+    seeds = [fine["config"]["seed"] + i for i in range(fine["seeds"])]
+    out = []
+    for m in models:
+        tasks = {}
+        for task in fine["tasks"]:
+            done = [(seed, json.loads(f.read_text())) for seed in seeds
+                    if (f := pipe / "finetune" / m["name"] / f"seed-{seed}" / task / "result.json").is_file()]
+            if done:
+                final = [r["final_score"] for _, r in done]
+                tasks[task] = {"seeds": [seed for seed, _ in done], "final": final,
+                               "final_mean": statistics.fmean(final), "final_std": _std(final)}
+        complete = len(tasks) == len(fine["tasks"]) and all(len(t["seeds"]) == len(seeds) for t in tasks.values())
+        def headline(scores: dict[str, float]) -> float:  # as the finetune stage: GLUE score, else the mean
+            score, avg = aggregate(scores)
+            return score if score is not None else avg
+
+        score = headline({t: v["final_mean"] for t, v in tasks.items()}) if complete else None
+        seed_scores = [headline({t: v["final"][i] for t, v in tasks.items()}) for i in range(len(seeds))] \
+            if complete else None
+        out.append({**m, "tasks": tasks, "score": score, "seed_scores": seed_scores})
+    return out
 
 
 def table1_summary(t1: dict[str, Any]) -> dict[str, Any]:

@@ -177,6 +177,30 @@ def test_suite_aggregates_and_resumes(tiny, tmp_path):
         evaluate_suite(tiny / "atb", "sst2", tiny / "data", None, cfg, task_configs={"rte": {}})
 
 
+def test_jobs_in_two_processes_equal_the_sequential_suite(tiny, tmp_path):
+    from autotinybert.downstream.suite import run_jobs, suite_jobs
+
+    cfg = dict(FAST, epochs=1)
+    sequential = evaluate_suite(tiny / "atb", "sst2,stsb", tiny / "data", tmp_path / "one", cfg,
+                                task_configs={"sst2": {"epochs": 2}})
+    jobs = suite_jobs(tiny / "atb", "sst2,stsb", tiny / "data", tmp_path / "two", cfg,
+                      task_configs={"sst2": {"epochs": 2}})
+    (tmp_path / "two" / "stsb").mkdir(parents=True)
+    (tmp_path / "two" / "stsb" / "config.json").write_text("{}")  # a job killed half-way: restarted, not skipped
+    lines = []
+    run_jobs(jobs, workers=2, log=lines.append)
+    assert len(lines) == 2 and all(job.finished for job in jobs)
+    parallel = evaluate_suite(tiny / "atb", "sst2,stsb", tiny / "data", tmp_path / "two", cfg,
+                              task_configs={"sst2": {"epochs": 2}})
+    assert all(t.resumed for t in parallel.tasks.values())
+    for task in ("sst2", "stsb"):  # the same fine-tune, bit for bit
+        assert parallel.tasks[task].final_metrics == sequential.tasks[task].final_metrics
+    run_jobs(jobs, workers=2, log=lines.append)  # all finished: nothing runs
+    assert len(lines) == 2
+    with pytest.raises(UserError, match="workers must be an integer >= 1"):
+        run_jobs(jobs, workers=0)
+
+
 def test_score_supernet_arch(tiny):
     space = SearchSpace.from_dict({"name": "tiny", "attention": "heads", "layers": [1, 2], "hidden": [16, 32, 16],
                                    "ffn": [32, 64, 32], "heads": [1, 2], "head_size": 16})

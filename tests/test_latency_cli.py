@@ -25,9 +25,9 @@ def test_measure_fit_bench(tmp_path, capsys):
     args = ["latency", "measure", f"space={space}", "n=24", f"out={data}", "warmup=0",
             "repeats=1", "reference_every=100", "progress=false", "clock=cpu", "budget_s=0"]
     assert main(args) == 0
-    assert "24 measured, 0 already there" in capsys.readouterr().out
+    assert "72 measured, 0 already there (24 archs x 3 passes)" in capsys.readouterr().out
     assert main(args) == 0  # rerun: everything is already there
-    assert "0 measured, 24 already there" in capsys.readouterr().out
+    assert "0 measured, 72 already there" in capsys.readouterr().out
     assert len(read_dataset(data).records) == 24
 
     out = tmp_path / "pred.safetensors"

@@ -202,8 +202,39 @@ def test_renormalising_rescales_a_campaign_that_ran_slower(stub_models, tmp_path
         assert b.reference_ms / rb.median_ms == pytest.approx(a.reference_ms / ra.median_ms)
 
 
+def test_passes_time_every_arch_again_beside_its_first_anchor_and_pool(stub_models, tmp_path):
+    archs = ["1-32-64-1-32", "5-512-1024-8-512"]
+    records = measure_latency(archs, warmup=0, repeats=2, budget_s=0.0, reference=True, passes=3)
+    for r in records[:-1]:  # 3 passes x 2 rounds, pooled; ratios exact
+        assert r.repeats == 6 and len(r.anchor_samples_ms) == 6
+        assert r.ratio == pytest.approx(stub_ms(r.arch) / stub_ms(BERT_BASE))
+    # a calibration before each pass and one at the end: BERT-base timed 4 x 2 times; each arch 3 x (a probe run
+    # and 2 rounds), built anew in each pass
+    assert stub_models.count(str(BERT_BASE)) == 8 and [stub_models.count(a) for a in archs] == [9, 9]
+
+    out = tmp_path / "lat.jsonl"
+    kwargs = dict(warmup=0, repeats=2, budget_s=0.0, reference_every=10, progress=False, passes=2)
+    first = measure_dataset(TINY_SPACE, 3, out, **kwargs)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    arch_rows = [r for r in rows if r["kind"] == "arch"]
+    assert first.measured == 6 and [r["pass"] for r in arch_rows] == [0, 0, 0, 1, 1, 1]
+    assert [r["anchor"] for r in arch_rows[:3]] == [r["anchor"] for r in arch_rows[3:]]
+    data = read_dataset(out)
+    assert len(data.records) == 3 and all(r.repeats == 4 for r in data.records)  # one record per arch, pooled
+    assert all(r.ratio == pytest.approx(stub_ms(r.arch) / stub_ms(BERT_BASE)) for r in data.records)
+    # a kill during the second pass: its finished lines stay, the rest of the pass runs on the rerun
+    lines = out.read_text().splitlines(keepends=True)
+    last_arch = max(i for i, line in enumerate(lines) if json.loads(line)["kind"] == "arch")
+    out.write_text("".join(lines[:last_arch]) + lines[last_arch][:20])  # torn mid-line
+    again = measure_dataset(TINY_SPACE, 3, out, **kwargs)
+    assert (again.measured, again.skipped) == (1, 5)  # (arch, pass) pairs
+    pooled = read_dataset(out)
+    assert len(pooled.records) == 3 and all(r.repeats == 4 for r in pooled.records)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"protocol": "fastest"}, "protocol"),
+    ({"passes": 0}, "passes"),
     ({"budget_s": -1.0}, "budget_s"),
     ({"max_repeats": 2, "repeats": 3}, "max_repeats"),
     ({"statistic": "mode"}, "statistic"),

@@ -195,9 +195,11 @@ def test_end_to_end_rerun_change_and_resume(demo_root, monkeypatch):
     monkeypatch.setattr(downstream, "evaluate_suite", real)
     assert not (run_dir / "finetune" / "DONE.json").exists()
     lines.clear()
+    config["finetune"]["workers"] = 2  # the rest in two processes: how fast, not what, so the stage resumes
     run(config, lines)
     d = decisions(lines)
     assert d["finetune"] == "resuming" and d["further-train"] == "done"
+    assert any("at a time" in line for line in lines)
     first = json.loads((run_dir / "finetune" / "searched-" f"{speedup}x" / "seed-0" / "suite.json").read_text())
     assert first["tasks"]["docpair"]["resumed"] is True  # the model finished before the kill is read back
 

@@ -100,3 +100,26 @@ def test_results_page(done):
     assert (root / "docs" / "results" / "reproduction-tiny.json").is_file()
     for png in ("speedup_vs_score.png", "proxy_vs_reference.png", "further_training_curves.png"):
         assert f"(results/{png})" in page and (root / "docs" / "results" / png).stat().st_size > 1000
+
+
+def test_table1_from_a_finetune_stage_in_progress(done, tmp_path):
+    """Before the finetune stage finishes, Table 1 shows the fine-tunes finished so far: a model missing one seed of
+    a task keeps that task's finished seed but gets no score; the init row is there from the extract stage."""
+    import shutil
+
+    rep, root, first, _ = done
+    pipe = tmp_path / "pipeline"
+    shutil.copytree(root / "repro" / "pipeline", pipe)
+    (pipe / "finetune" / "DONE.json").unlink()
+    searched = next(r for r in first["table1"]["rows"] if r["kind"] == "searched")
+    (pipe / "finetune" / searched["model"] / "seed-1" / "docpair" / "result.json").unlink()
+    t1 = rep.table1(pipe)
+    assert t1["status"].startswith(rep.NOT_DONE) and not t1["finetuned"]
+    rows = {r["kind"]: r for r in t1["rows"]}
+    assert list(rows) == ["init", "searched", "fast", "conventional-inherited", "conventional-scratch"]
+    assert rows["searched"]["score"] is None and rows["searched"]["docpair_std"] is None
+    done_rows = [r for k, r in rows.items() if k != "searched"]
+    for row in done_rows:  # the others: exactly the finished stage's numbers
+        again = next(r for r in first["table1"]["rows"] if r["model"] == row["model"])
+        assert row["docpair"] == again["docpair"] and row["score"] == again["score"]
+    assert all(len(p["per_seed"]) == 1 for p in t1["paired"] if p["model"] == "searched")

@@ -15,7 +15,8 @@ def run_measure(config) -> int:
                               **config.timing_kwargs())
     reference = "no BERT-base run yet" if summary.reference_ms is None else \
         f"BERT-base = {summary.reference_ms:.2f} ms (median over the file)"
-    print(f"{summary.path}: {summary.measured} measured, {summary.skipped} already there, "
+    print(f"{summary.path}: {summary.measured} measured, {summary.skipped} already there ({config.n} archs x "
+          f"{config.passes} passes), "
           f"{summary.references} BERT-base reference runs; {reference}; {summary.seconds:.0f} s")
     return 0
 

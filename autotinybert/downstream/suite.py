@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,17 @@ def _task_score(spec: TaskSpec, result: dict[str, Any], resumed: bool) -> TaskSc
                      result.get("data", {}).get("note", ""))
 
 
+def task_settings(specs: list[TaskSpec], config: FinetuneConfig | dict | str | Path | None,
+                  task_configs: dict[str, dict[str, Any]] | None) -> dict[str, FinetuneConfig]:
+    """Each task's `FinetuneConfig`: `config` with that task's `task_configs` keys on top."""
+    base = FinetuneConfig.load(config)
+    task_configs = {k.lower(): v for k, v in (task_configs or {}).items()}
+    unknown = sorted(set(task_configs) - {s.name for s in specs})
+    if unknown:
+        raise UserError(f"task_configs names task(s) {unknown} that are not in this suite ({[s.name for s in specs]})")
+    return {s.name: base.replace(**task_configs.get(s.name, {})) for s in specs}
+
+
 def evaluate_suite(model_dir: str | Path, tasks, data_dir: str | Path, out_dir: str | Path | None = None,
                    config: FinetuneConfig | dict | str | Path | None = None, *,
                    task_configs: dict[str, dict[str, Any]] | None = None, resume: bool = True,
@@ -100,12 +111,7 @@ def evaluate_suite(model_dir: str | Path, tasks, data_dir: str | Path, out_dir: 
 
     started = time.time()
     specs = parse_tasks(tasks)
-    base = FinetuneConfig.load(config)
-    task_configs = {k.lower(): v for k, v in (task_configs or {}).items()}
-    unknown = sorted(set(task_configs) - {s.name for s in specs})
-    if unknown:
-        raise UserError(f"task_configs names task(s) {unknown} that are not in this suite ({[s.name for s in specs]})")
-    configs = {s.name: base.replace(**task_configs.get(s.name, {})) for s in specs}
+    configs = task_settings(specs, config, task_configs)
     # Read every task's data now, so a missing file fails before hours of training.
     datas = {s.name: load_task(s, data_dir, squad_article_split=configs[s.name].squad_article_split,
                                split_seed=configs[s.name].split_seed) for s in specs}
@@ -129,3 +135,78 @@ def evaluate_suite(model_dir: str | Path, tasks, data_dir: str | Path, out_dir: 
     if out is not None:
         atomic_write_json(out / "suite.json", suite.to_dict())
     return suite
+
+
+# ----- several fine-tunes at once ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TaskJob:
+    """One fine-tune: `model_dir` on `spec`, written to `out_dir` (OUT/<task>/ of a suite), with `config`. The task
+    travels as its spec, so a task registered in this process (`register_task`) runs in a worker too."""
+
+    model_dir: str
+    spec: TaskSpec
+    data_dir: str
+    out_dir: str
+    config: FinetuneConfig
+
+    @property
+    def task(self) -> str:
+        return self.spec.name
+
+    @property
+    def finished(self) -> bool:
+        return (Path(self.out_dir) / "result.json").is_file()
+
+
+def suite_jobs(model_dir: str | Path, tasks, data_dir: str | Path, out_dir: str | Path,
+               config: FinetuneConfig | dict | str | Path | None = None, *,
+               task_configs: dict[str, dict[str, Any]] | None = None) -> list[TaskJob]:
+    """The fine-tunes `evaluate_suite` with the same arguments would run, one job per task."""
+    specs = parse_tasks(tasks)
+    configs = task_settings(specs, config, task_configs)
+    return [TaskJob(str(model_dir), s, str(data_dir), str(Path(out_dir) / s.name), configs[s.name]) for s in specs]
+
+
+def run_jobs(jobs: list[TaskJob], workers: int, log=print) -> None:
+    """Run the unfinished `jobs`, `workers` at a time in spawned processes (each at its config's `threads`).
+
+    A finished job (its result.json exists) is skipped, a half-done one restarted, so a killed run resumes; the
+    results are those of running the jobs one after another (each fine-tune is seeded by its own config). Every
+    job's data is loaded once here first, so a missing file fails before any training. With ``workers=1`` the jobs
+    run in this process. `evaluate_suite` then reads the results back.
+    """
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from multiprocessing import get_context
+
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise UserError(f"workers must be an integer >= 1, got {workers!r}")
+    pending = [job for job in jobs if not job.finished]
+    for key in {(job.task, job.data_dir, job.config.squad_article_split, job.config.split_seed) for job in pending}:
+        spec = next(job.spec for job in pending if job.task == key[0])
+        load_task(spec, key[1], squad_article_split=key[2], split_seed=key[3])
+    if workers == 1 or len(pending) <= 1:
+        for job in pending:
+            _run_job(job)
+        return
+    with ProcessPoolExecutor(min(workers, len(pending)), mp_context=get_context("spawn")) as pool:
+        # progress bars from several processes would interleave: one line per finished job instead
+        running = {pool.submit(_run_job, replace(job, config=job.config.replace(progress=False))): job
+                   for job in pending}
+        done_count = 0
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = running.pop(future)
+                future.result()  # a failed fine-tune stops the stage with its own error
+                done_count += 1
+                log(f"[finetune] {done_count}/{len(pending)} done: {job.task} in {job.out_dir}")
+
+
+def _run_job(job: TaskJob) -> None:
+    """One fine-tune (also the worker processes' entry point)."""
+    from .tasks import CUSTOM_TASKS, TASKS, register_task
+    from .train import finetune
+
+    if job.task not in TASKS and job.task not in CUSTOM_TASKS:  # a spawned worker: the parent's registered task
+        register_task(job.spec)
+    finetune(job.model_dir, job.spec, job.data_dir, job.out_dir, job.config, overwrite=True)

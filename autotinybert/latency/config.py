@@ -33,11 +33,16 @@ class LatencySettings(Config):
     """anchored: each model timed in rounds beside the anchor model nearest its size, anchors chained to BERT-base,
     so speedups are ratios of times taken milliseconds apart (see docs/latency.md); interleaved: the old protocol
     (raw medians, BERT-base timed at intervals)."""
-    budget_s: float = Field(0.5, ge=0)
-    """anchored: timed seconds per model (its runs and its anchor's) after `repeats` rounds; small models get more
-    rounds. Wall time per model is about twice this (each timed run follows an untimed one)."""
+    budget_s: float = Field(1.5, ge=0)
+    """anchored: timed seconds per model (its runs and its anchor's, over all passes) after `repeats` rounds per
+    pass; small models get more rounds. Wall time per model is about twice this (each timed run follows an untimed
+    one)."""
     max_repeats: int = Field(400, gt=0)
-    """anchored: at most this many rounds per model."""
+    """anchored: at most this many rounds per model (per pass)."""
+    passes: int = Field(3, gt=0)
+    """anchored: passes over the models, each model built anew and timed for budget_s / passes in each, the anchors
+    re-calibrated before each pass; a model's samples are pooled over the passes, so its latency averages the
+    machine's state over the whole campaign instead of one moment of it (see docs/latency.md)."""
 
     def timing_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of `measure_latency` these settings stand for."""

@@ -143,6 +143,7 @@ def read_dataset(path: str | Path, statistic: str | None = None) -> LatencyDatas
     if not rows:
         raise UserError(f"latency file {path} holds no measurements; measure with autotinybert latency measure")
     dataset = LatencyDataset()
+    pooled: dict[tuple[Arch, str | None], int] = {}  # (arch, anchor) -> its index in dataset.records
     for number, row in enumerate(rows, 1):
         try:
             record = LatencyRecord.from_dict(row)
@@ -162,7 +163,12 @@ def read_dataset(path: str | Path, statistic: str | None = None) -> LatencyDatas
             dataset.calibration.append(record)
         elif row.get("kind") == "reference" or record.is_reference:
             dataset.references.append(record)
+        elif (same := pooled.get((record.arch, record.anchor))) is not None and record.anchor is not None:
+            first = dataset.records[same]  # another pass of an arch: one record with the samples of every pass
+            first.samples_ms += record.samples_ms
+            first.anchor_samples_ms += record.anchor_samples_ms
         else:
+            pooled[(record.arch, record.anchor)] = len(dataset.records)
             dataset.records.append(record)
             dataset.reference_at.append(float(row.get("reference_ms") or "nan"))
     if statistic is not None:
@@ -186,7 +192,7 @@ class MeasureSummary:
     """What `measure_dataset` did."""
 
     path: str
-    requested: int
+    requested: int  # (arch, pass) pairs
     skipped: int  # already in the file
     measured: int
     references: int  # BERT-base measurements taken in this run
@@ -217,7 +223,7 @@ def measure_dataset(space: SearchSpace | str, n: int, out: str | Path, *, seed: 
                     device: str = "cpu", threads: int = 1, batch: int = 1, seq_len: int = 128, warmup: int = 2,
                     repeats: int = 7, reference_every: int = 25, clock: str = "wall", progress: bool = True,
                     protocol: str = "anchored", budget_s: float = 0.5, max_repeats: int = 400,
-                    statistic: str = DEFAULT_STATISTIC, anchors: list[Arch | str] | None = None,
+                    statistic: str = DEFAULT_STATISTIC, passes: int = 1, anchors: list[Arch | str] | None = None,
                     timer: Timer | None = None,
                     on_record: Callable[[LatencyRecord], None] | None = None) -> MeasureSummary:
     """Measure `n` archs sampled from `space` (seeded, every depth covered) into the JSONL file `out`.
@@ -226,8 +232,11 @@ def measure_dataset(space: SearchSpace | str, n: int, out: str | Path, *, seed: 
     and more up to `budget_s` seconds of timed runs (`max_repeats` at most); the anchor ladder is calibrated up to
     BERT-base before the first arch, every `reference_every` archs and after the last (``calibration`` rows, and a
     ``reference`` row with BERT-base's raw ms). Reading the file recomputes each arch's ratio to BERT-base from all
-    calibrations (see `LatencyDataset.renormalise`). ``protocol="interleaved"``: the old one (each arch `repeats`
-    times back to back, BERT-base re-measured every `reference_every` archs, raw medians).
+    calibrations (see `LatencyDataset.renormalise`). ``passes=P`` (anchored): P passes over the archs, each arch
+    built anew in each, timed for `budget_s` / P beside the anchor of its first pass, one line per (arch, pass);
+    reading the file pools an arch's passes (its latency then averages the machine's state over the whole
+    campaign, not one moment of it). ``protocol="interleaved"``: the old one (each arch `repeats` times back to
+    back, BERT-base re-measured every `reference_every` archs, raw medians).
 
     ``clock="cpu"`` times the thread's CPU time (for a shared machine, see `clock_timer`). Archs already in `out`
     are skipped, so rerunning after a kill resumes; a file measured with other settings or protocol is refused.
@@ -236,7 +245,9 @@ def measure_dataset(space: SearchSpace | str, n: int, out: str | Path, *, seed: 
     space = SearchSpace.load(space)
     check_settings(backend, device, threads, batch, seq_len, clock)
     _check_counts(warmup, repeats)
-    check_protocol(protocol, budget_s, max_repeats, repeats, statistic)
+    check_protocol(protocol, budget_s, max_repeats, repeats, statistic, passes)
+    if passes != 1 and protocol != "anchored":
+        raise UserError(f"passes={passes} needs protocol=anchored; the interleaved protocol times each arch once")
     timer = timer or clock_timer(clock)
     if isinstance(reference_every, bool) or not isinstance(reference_every, int) or reference_every < 1:
         raise UserError(f"reference_every must be a positive integer, got {reference_every!r}")
@@ -248,7 +259,8 @@ def measure_dataset(space: SearchSpace | str, n: int, out: str | Path, *, seed: 
     record_device = device_record(backend, device, threads, batch, seq_len, clock)
     file_protocol = protocol  # the statistic is applied when reading (raw samples are kept), so it may differ
 
-    done: set[Arch] = set()
+    done: set[tuple[Arch, int]] = set()  # (arch, pass)
+    first_anchor: dict[Arch, str] = {}  # the anchor of each arch's first pass: its later passes use it too
     keep_bytes = None
     if out.exists():
         rows, keep_bytes = _read_lines(out)
@@ -263,15 +275,19 @@ def measure_dataset(space: SearchSpace | str, n: int, out: str | Path, *, seed: 
                 raise UserError(f"{out} was measured with protocol {saved_protocol!r}, this run asks for "
                                 f"{file_protocol!r}; use the same protocol or choose a new out file")
             if row.get("kind") == "arch":
-                done.add(Arch.parse(row["arch"]))
+                arch = Arch.parse(row["arch"])
+                done.add((arch, int(row.get("pass", 0))))
+                if row.get("anchor"):
+                    first_anchor.setdefault(arch, row["anchor"])
         if rows:
             compare_records(rows[0]["device"], record_device, what=f"latency file {out}")
-    todo = [(i, a) for i, a in enumerate(archs) if a not in done]
+    todo = [(p, i, a) for p in range(passes) for i, a in enumerate(archs) if (a, p) not in done]
     common = (backend, device, threads, batch, seq_len, clock)
     settings = dict(backend=backend, device=device, threads=threads, batch=batch, seq_len=seq_len, seed=seed)
 
-    def row_of(record: LatencyRecord, kind: str, index: int | None, reference_ms: float | None) -> dict[str, Any]:
-        return {"kind": kind, **record.to_dict(), "index": index,
+    def row_of(record: LatencyRecord, kind: str, index: int | None, reference_ms: float | None,
+               pass_: int = 0) -> dict[str, Any]:
+        return {"kind": kind, **record.to_dict(), "index": index, **({"pass": pass_} if passes > 1 else {}),
                 "reference_ms": None if reference_ms is None else round(reference_ms, 5),
                 "space": space.name, "space_def": space.to_dict(), "seed": seed, "protocol": file_protocol,
                 **({"statistic": statistic} if protocol == "anchored" else {}),
@@ -283,12 +299,12 @@ def measure_dataset(space: SearchSpace | str, n: int, out: str | Path, *, seed: 
     try:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(archs), initial=len(archs) - len(todo), desc=f"latency {space.name}", unit="arch",
-                   disable=not progress or not todo)
+        bar = tqdm(total=len(archs) * passes, initial=len(archs) * passes - len(todo), desc=f"latency {space.name}",
+                   unit="arch", disable=not progress or not todo)
         with torch_threads(threads):
             if protocol == "anchored" and todo:
                 ladder = Ladder(anchors, settings, timer=timer, warmup=warmup, min_rounds=repeats,
-                                max_rounds=max_repeats, budget_ms=budget_s * 1e3, statistic=statistic)
+                                max_rounds=max_repeats, budget_ms=budget_s * 1e3 / passes, statistic=statistic)
                 try:
                     def calibrate() -> float:
                         nonlocal references
@@ -307,17 +323,21 @@ def measure_dataset(space: SearchSpace | str, n: int, out: str | Path, *, seed: 
                         references += 1
                         return stats.median_ms
 
-                    for count, (index, arch) in enumerate(todo):
+                    count, current = 0, None
+                    for pass_, index, arch in todo:
+                        count = count + 1 if pass_ == current else 0  # each pass starts with a calibration
+                        current = pass_
                         if count % reference_every == 0:
                             reference_ms = calibrate()
                         runner = make_runner(arch, **settings)
                         try:
-                            block = ladder.time_arch(arch, runner)
+                            block = ladder.time_arch(arch, runner, anchor=first_anchor.get(arch))
                         finally:
                             runner.close()
-                        # provisional: reading the file renormalises with every calibration
+                        first_anchor.setdefault(arch, str(block.anchor))
+                        # provisional: reading the file renormalises with every calibration and pools the passes
                         record = ladder.record(block, common)
-                        writer.write(row_of(record, "arch", index, reference_ms))
+                        writer.write(row_of(record, "arch", index, reference_ms, pass_))
                         if on_record is not None:
                             on_record(record)
                         bar.update(1)
@@ -337,7 +357,7 @@ def measure_dataset(space: SearchSpace | str, n: int, out: str | Path, *, seed: 
                     return LatencyRecord(arch, stats.median_ms, stats.iqr_ms, stats.repeats, *common, False, samples)
 
                 reference_ms = None
-                for count, (index, arch) in enumerate(todo):
+                for count, (_, index, arch) in enumerate(todo):
                     if count % reference_every == 0:
                         ref = run_one(BERT_BASE)
                         ref.is_reference = True
@@ -360,6 +380,6 @@ def measure_dataset(space: SearchSpace | str, n: int, out: str | Path, *, seed: 
         if writer is not None:
             writer.close()
     final = read_dataset(out) if out.exists() else None
-    return MeasureSummary(str(out), len(archs), len(archs) - len(todo), len(todo), references,
+    return MeasureSummary(str(out), len(archs) * passes, len(archs) * passes - len(todo), len(todo), references,
                           final.reference_ms if final is not None and final.references else None,
                           round(time.time() - started, 1))

@@ -283,14 +283,17 @@ def measure_latency(archs: Sequence[Arch | str], *, backend: str = "torch", thre
                     seq_len: int = 128, device: str = "cpu", warmup: int = 3, repeats: int = 10,
                     reference: bool = False, seed: int = 0, clock: str = "wall", protocol: str = "anchored",
                     budget_s: float = 0.5, max_repeats: int = 400, statistic: str = DEFAULT_STATISTIC,
-                    anchors: Sequence[Arch | str] | None = None, timer: Timer | None = None) -> list[LatencyRecord]:
+                    passes: int = 1, anchors: Sequence[Arch | str] | None = None,
+                    timer: Timer | None = None) -> list[LatencyRecord]:
     """Time `archs` and return one `LatencyRecord` per arch, in order (BERT-base's record last with ``reference``).
 
     ``protocol="anchored"`` (the default, see `Ladder` and docs/latency.md): each arch is timed in rounds beside the
     anchor nearest its size, for ``repeats`` rounds at least and until ``budget_s`` seconds of timed runs (at most
     ``max_repeats``); its ``ratio`` to BERT-base is the anchor ratio times the calibrated anchor chain, and
-    ``median_ms`` is that ratio times BERT-base's ms. ``protocol="interleaved"`` (the old one): all models built
-    first, `repeats` rounds each running every model once, raw medians.
+    ``median_ms`` is that ratio times BERT-base's ms. With ``passes=P`` every arch is timed in P passes over the
+    list (built anew each time, beside the anchor its first pass chose, `budget_s` / P per pass, the ladder
+    re-calibrated before each pass), its samples pooled: see `Ladder`. ``protocol="interleaved"`` (the old one): all
+    models built first, `repeats` rounds each running every model once, raw medians.
 
     ``reference=True`` appends BERT-base's record (``is_reference=True``); speedup = reference.median_ms /
     record.median_ms (= 1 / record.ratio when anchored). Without the reference there is nothing to normalise by,
@@ -300,7 +303,7 @@ def measure_latency(archs: Sequence[Arch | str], *, backend: str = "torch", thre
     parsed = [Arch.parse(a) for a in archs]
     check_settings(backend, device, threads, batch, seq_len, clock)
     _check_counts(warmup, repeats)
-    check_protocol(protocol, budget_s, max_repeats, repeats, statistic)
+    check_protocol(protocol, budget_s, max_repeats, repeats, statistic, passes)
     timer = timer or clock_timer(clock)
     if not parsed and not reference:
         raise UserError("no architectures to measure")
@@ -308,21 +311,29 @@ def measure_latency(archs: Sequence[Arch | str], *, backend: str = "torch", thre
     if protocol == "anchored" and reference:
         with torch_threads(threads):
             ladder = Ladder(anchors, settings, timer=timer, warmup=warmup, min_rounds=repeats,
-                            max_rounds=max_repeats, budget_ms=budget_s * 1e3, statistic=statistic)
+                            max_rounds=max_repeats, budget_ms=budget_s * 1e3 / passes, statistic=statistic)
             try:
-                ladder.calibrate()
-                blocks = []
-                for arch in parsed:
-                    runner = make_runner(arch, **settings)
-                    try:
-                        blocks.append(ladder.time_arch(arch, runner))
-                    finally:
-                        runner.close()
-                ladder.calibrate()  # again at the end: the chain is the statistic over both
+                blocks: list[PairBlock] = []  # per arch, every pass pooled
+                for p in range(passes):
+                    ladder.calibrate()
+                    for i, arch in enumerate(parsed):
+                        runner = make_runner(arch, **settings)
+                        try:
+                            block = ladder.time_arch(arch, runner, anchor=blocks[i].anchor if p else None)
+                        finally:
+                            runner.close()
+                        if p:
+                            blocks[i] = blocks[i].pooled_with(block)
+                        else:
+                            blocks.append(block)
+                ladder.calibrate()  # again at the end: the chain is the statistic over every calibration
             finally:
                 ladder.close()
         common = (backend, device, threads, batch, seq_len, clock)
         return [ladder.record(block, common) for block in blocks] + [ladder.reference_record(common)]
+    if passes != 1:
+        raise UserError(f"passes={passes} needs the anchored protocol with the reference; the interleaved protocol "
+                        "times every model in one pass (passes=1)")
 
     flags = [False] * len(parsed)
     if reference:
@@ -403,7 +414,7 @@ def pair_ratio(model_ms: Sequence[float], anchor_ms: Sequence[float], statistic:
 
 
 def check_protocol(protocol: str, budget_s: float, max_repeats: int, repeats: int = 1,
-                   statistic: str = DEFAULT_STATISTIC) -> None:
+                   statistic: str = DEFAULT_STATISTIC, passes: int = 1) -> None:
     if protocol not in PROTOCOLS:
         raise UserError(f"unknown latency protocol {protocol!r}; choose 'anchored' (default) or 'interleaved'")
     if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)) or not budget_s >= 0:
@@ -412,6 +423,8 @@ def check_protocol(protocol: str, budget_s: float, max_repeats: int, repeats: in
         raise UserError(f"max_repeats must be an integer >= repeats ({repeats}), got {max_repeats!r}")
     if statistic not in STATISTICS:
         raise UserError(f"unknown statistic {statistic!r}; choose one of {list(STATISTICS)}")
+    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+        raise UserError(f"passes must be an integer >= 1, got {passes!r}")
 
 
 def time_paired(anchor: Runner, runner: Runner, *, min_rounds: int, max_rounds: int, budget_ms: float,
@@ -446,6 +459,13 @@ class PairBlock:
 
     def ratio(self, statistic: str = DEFAULT_STATISTIC) -> float:
         return pair_ratio(self.model_ms, self.anchor_ms, statistic)
+
+    def pooled_with(self, other: PairBlock) -> PairBlock:
+        """This block and another pass of the same model beside the same anchor, as one block."""
+        if (other.arch, other.anchor) != (self.arch, self.anchor):
+            raise UserError(f"cannot pool {other.arch} timed beside {other.anchor} with {self.arch} beside "
+                            f"{self.anchor}: every pass of a model uses the anchor of its first")
+        return PairBlock(self.arch, self.anchor, self.model_ms + other.model_ms, self.anchor_ms + other.anchor_ms)
 
 
 def _work(arch: Arch) -> float:
@@ -482,7 +502,7 @@ class Ladder:
                  warmup: int, min_rounds: int, max_rounds: int, budget_ms: float,
                  statistic: str = DEFAULT_STATISTIC,
                  link_budget_ms: float | None = None):
-        """`link_budget_ms` (default 4 x `budget_ms`): the timed budget of each calibration link. A link's error
+        """`link_budget_ms` (default 8 x `budget_ms`): the timed budget of each calibration link. A link's error
         enters the speedup of every arch timed against the rungs below it, so it gets more rounds than one arch."""
         rungs = [Arch.parse(a) for a in (ANCHORS if anchors is None else anchors)]
         if BERT_BASE in rungs:
@@ -492,7 +512,7 @@ class Ladder:
         self.rungs = sorted(rungs, key=_work) + [BERT_BASE]  # ascending size
         self.settings, self.timer, self.warmup, self.statistic = settings, timer, warmup, statistic
         self.min_rounds, self.max_rounds, self.budget_ms = min_rounds, max_rounds, budget_ms
-        self.link_budget_ms = 4 * budget_ms if link_budget_ms is None else link_budget_ms
+        self.link_budget_ms = 8 * budget_ms if link_budget_ms is None else link_budget_ms
         self.runners = {a: make_runner(a, **settings) for a in self.rungs}
         for runner in self.runners.values():
             for _ in range(max(1, warmup)):
@@ -526,11 +546,13 @@ class Ladder:
         """The rung whose latency is nearest `probe_ms` on a log scale."""
         return min(self.rungs, key=lambda a: abs(np.log(self.size_ms[a] / probe_ms)))
 
-    def time_arch(self, arch: Arch, runner: Runner) -> PairBlock:
-        """Warm `runner` up (at least once: the fastest warm-up run picks the anchor), then time it beside its
-        anchor."""
+    def time_arch(self, arch: Arch, runner: Runner, anchor: Arch | str | None = None) -> PairBlock:
+        """Warm `runner` up (at least once: the fastest warm-up run picks the anchor unless `anchor` is given, as
+        for the later passes of a model), then time it beside its anchor."""
         probe_ms = min(runner.time_once(self.timer) for _ in range(max(1, self.warmup)))
-        anchor = self.nearest(probe_ms)
+        anchor = self.nearest(probe_ms) if anchor is None else Arch.parse(anchor)
+        if anchor not in self.runners:
+            raise UserError(f"{anchor} is not an anchor of this ladder ({[str(a) for a in self.rungs]})")
         anchor_ms, model_ms = time_paired(self.runners[anchor], runner, min_rounds=self.min_rounds,
                                           max_rounds=self.max_rounds, budget_ms=self.budget_ms, timer=self.timer)
         return PairBlock(arch, anchor, model_ms, anchor_ms)

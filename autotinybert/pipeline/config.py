@@ -56,7 +56,8 @@ class PipelineLatency(LatencySettings):
     baseline_head_size: int = Field(64, gt=0)
     """BERT's rule for the conventional baseline: heads = hidden / this."""
     chunk: int = Field(50, gt=0)
-    """Archs built and timed together (with BERT-base) per round; bounds the memory."""
+    """protocol interleaved: archs built and timed together (with BERT-base) per round; bounds the memory (the
+    anchored protocol builds one model at a time and times the whole campaign on one calibrated chain)."""
 
 
 class PipelineSearch(SearchSettings):
@@ -142,6 +143,9 @@ class PipelineFinetune(Config):
     seeds: int = Field(1, gt=0)
     """Fine-tuning runs per (model, task), seeds config.seed, config.seed + 1, ...: the report gives the mean and
     standard deviation of the final-epoch dev score, and judges gaps by that spread."""
+    workers: int = Field(1, gt=0)
+    """Fine-tunes run at once, each in its own process at `config.threads` threads (e.g. 2 on a 2-core machine with
+    threads 1). The scores do not depend on it: each fine-tune is seeded by its own settings."""
 
     @field_validator("tasks")
     @classmethod

@@ -147,7 +147,7 @@ def finetune_inputs(cfg: PipelineConfig, up: Upstream) -> FinetuneInputs:
     return FinetuneInputs(tasks=fine.tasks, config=FinetuneConfig.from_dict({**fine.config.to_dict(), "seed": seed}),
                           seeds=fine.seeds,
                           task_configs={k: v for k, v in fine.task_configs.items() if k.lower() in chosen},
-                          downstream=cfg.data.downstream, progress=cfg.progress,
+                          downstream=cfg.data.downstream, progress=cfg.progress, workers=fine.workers,
                           models=up["extract"].init_models() + up["further-train"].models + up["baselines"].models)
 
 

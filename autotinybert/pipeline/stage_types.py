@@ -8,7 +8,7 @@ returns new values (e.g. models with their trained folders) instead of changing 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from ..config import Config
 from ..data.config import CorpusConfig
@@ -287,6 +287,9 @@ class FinetuneInputs(StageInputs):
     downstream: str
     progress: bool
     models: list[ModelEntry]
+    workers: int = 1  # fine-tunes at once: changes how fast, not what, so not in the fingerprint
+
+    run_only: ClassVar[frozenset[str]] = frozenset({"progress", "workers"})
 
 
 class ReportInputs(StageInputs):

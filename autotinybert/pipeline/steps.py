@@ -124,8 +124,11 @@ def latency(inputs: LatencyInputs, stage_dir: Path, resume: bool) -> LatencyOutp
     log(f"[latency] timing {len(sampled)} sampled + {len(candidates)} conventional archs + BERT-base")
     archs = sampled + candidates
     lines, references, init = [], [], None
-    for start in range(0, len(archs), lat.chunk):  # models are built before timing: bound the memory by chunks
-        records = measure_latency(archs[start:start + lat.chunk], **lat.timing_kwargs(), reference=True,
+    # the interleaved protocol builds its models before timing them: bound the memory by chunks; the anchored one
+    # builds one at a time, and one campaign keeps every arch on one calibrated chain
+    chunk = lat.chunk if lat.protocol == "interleaved" else len(archs)
+    for start in range(0, len(archs), chunk):
+        records = measure_latency(archs[start:start + chunk], **lat.timing_kwargs(), reference=True,
                                   seed=inputs.seed)
         for rec in records:
             role = ("reference" if rec.is_reference else "init" if str(rec.arch) == inputs.init_arch
@@ -455,17 +458,29 @@ def finetune(inputs: FinetuneInputs, stage_dir: Path, resume: bool) -> ModelsOut
     """Fine-tune every model but the candidates that were not chosen, `seeds` times per task; per (model, task)
     the mean and spread of the final-epoch dev score, and the best-on-dev score beside it."""
     from ..downstream import evaluate_suite
-    from ..downstream.suite import aggregate
+    from ..downstream.suite import aggregate, run_jobs, suite_jobs
 
     seeds = [inputs.config.seed + i for i in range(inputs.seeds)]
+    models = [m for m in inputs.models if not (m.same_as or m.kind == "candidate")]
+
+    def settings(seed: int):
+        return inputs.config.replace(progress=inputs.progress, seed=seed)
+
+    if inputs.workers > 1:  # every (model, seed, task) at once, the checkpoint first, then the targets in order
+        order = sorted(models, key=lambda m: (m.kind != "init", m.speedup_target or 0.0))
+        jobs = [job for m in order for seed in seeds
+                for job in suite_jobs(m.trained_dir, inputs.tasks, inputs.downstream,
+                                      stage_dir / m.name / f"seed-{seed}", settings(seed),
+                                      task_configs=inputs.task_configs)]
+        log(f"[finetune] {sum(not j.finished for j in jobs)} of {len(jobs)} fine-tunes to run, {inputs.workers} at "
+            "a time")
+        run_jobs(jobs, inputs.workers, log=log)
     results: dict[str, dict] = {}
-    for m in inputs.models:
-        if m.same_as or m.kind == "candidate":
-            continue
+    for m in models:
         log(f"[finetune] {m.name} on {', '.join(inputs.tasks)}" + (f", seeds {seeds}" if len(seeds) > 1 else ""))
         suites = [evaluate_suite(m.trained_dir, inputs.tasks, inputs.downstream, stage_dir / m.name / f"seed-{seed}",
-                                 config=inputs.config.replace(progress=inputs.progress, seed=seed),
-                                 task_configs=inputs.task_configs, resume=True) for seed in seeds]
+                                 config=settings(seed), task_configs=inputs.task_configs, resume=True)
+                  for seed in seeds]
         tasks = {name: task_stats(name, seeds, [suite.tasks[name] for suite in suites], suites[0].out_dir)
                  for name in suites[0].tasks}
         final = {t: s.final_mean for t, s in tasks.items()}
