@@ -262,3 +262,10 @@ def test_calibration_row_without_anchor_samples_is_refused(stub_models, tmp_path
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(UserError, match="anchor samples"):
         read_dataset(out)
+
+
+def test_link_budget_is_4x_an_arch_and_8x_a_pass_with_several_passes():
+    from autotinybert.latency.measure import link_budget_ms
+
+    assert link_budget_ms(0.1, 1) == pytest.approx(400.0)  # the demo: one pass, as before passes existed
+    assert link_budget_ms(1.5, 3) == pytest.approx(4000.0)  # the default: 8 x the 0.5 s pass

@@ -24,8 +24,8 @@ from ..io import check_writable
 from ..space import SearchSpace
 from .device import SETTING_KEYS, check_settings, compare_records, device_record
 from .measure import (DEFAULT_STATISTIC, Ladder, LatencyRecord, PairBlock, Timer, _check_counts, anchored_record,
-                      chain_ratios, check_protocol, clock_timer, make_runner, summarize, time_interleaved,
-                      torch_threads)
+                      chain_ratios, check_protocol, clock_timer, link_budget_ms, make_runner, summarize,
+                      time_interleaved, torch_threads)
 
 
 def sample_archs(space: SearchSpace, n: int, seed: int = 0) -> list[Arch]:
@@ -304,7 +304,8 @@ def measure_dataset(space: SearchSpace | str, n: int, out: str | Path, *, seed: 
         with torch_threads(threads):
             if protocol == "anchored" and todo:
                 ladder = Ladder(anchors, settings, timer=timer, warmup=warmup, min_rounds=repeats,
-                                max_rounds=max_repeats, budget_ms=budget_s * 1e3 / passes, statistic=statistic)
+                                max_rounds=max_repeats, budget_ms=budget_s * 1e3 / passes, statistic=statistic,
+                                link_budget_ms=link_budget_ms(budget_s, passes))
                 try:
                     def calibrate() -> float:
                         nonlocal references

@@ -311,7 +311,8 @@ def measure_latency(archs: Sequence[Arch | str], *, backend: str = "torch", thre
     if protocol == "anchored" and reference:
         with torch_threads(threads):
             ladder = Ladder(anchors, settings, timer=timer, warmup=warmup, min_rounds=repeats,
-                            max_rounds=max_repeats, budget_ms=budget_s * 1e3 / passes, statistic=statistic)
+                            max_rounds=max_repeats, budget_ms=budget_s * 1e3 / passes, statistic=statistic,
+                            link_budget_ms=link_budget_ms(budget_s, passes))
             try:
                 blocks: list[PairBlock] = []  # per arch, every pass pooled
                 for p in range(passes):
@@ -468,6 +469,12 @@ class PairBlock:
         return PairBlock(self.arch, self.anchor, self.model_ms + other.model_ms, self.anchor_ms + other.anchor_ms)
 
 
+def link_budget_ms(budget_s: float, passes: int) -> float:
+    """Timed budget of one calibration link: 4x an arch's per-pass budget, 8x with several passes (each pass then
+    has a fraction of the arch's budget, and the links are what every pass shares)."""
+    return (4 if passes == 1 else 8) * budget_s * 1e3 / passes
+
+
 def _work(arch: Arch) -> float:
     """Multiply-adds of one forward at 128 tokens (orders the anchors by size without timing them)."""
     from .features import analytic_terms
@@ -502,8 +509,9 @@ class Ladder:
                  warmup: int, min_rounds: int, max_rounds: int, budget_ms: float,
                  statistic: str = DEFAULT_STATISTIC,
                  link_budget_ms: float | None = None):
-        """`link_budget_ms` (default 8 x `budget_ms`): the timed budget of each calibration link. A link's error
-        enters the speedup of every arch timed against the rungs below it, so it gets more rounds than one arch."""
+        """`link_budget_ms` (default 4 x `budget_ms`; see `link_budget_ms`): the timed budget of each calibration
+        link. A link's error enters the speedup of every arch timed against the rungs below it, so it gets more rounds
+        than one arch."""
         rungs = [Arch.parse(a) for a in (ANCHORS if anchors is None else anchors)]
         if BERT_BASE in rungs:
             raise UserError("BERT-base is always the top of the anchor ladder; list only the smaller anchors")
@@ -512,7 +520,7 @@ class Ladder:
         self.rungs = sorted(rungs, key=_work) + [BERT_BASE]  # ascending size
         self.settings, self.timer, self.warmup, self.statistic = settings, timer, warmup, statistic
         self.min_rounds, self.max_rounds, self.budget_ms = min_rounds, max_rounds, budget_ms
-        self.link_budget_ms = 8 * budget_ms if link_budget_ms is None else link_budget_ms
+        self.link_budget_ms = 4 * budget_ms if link_budget_ms is None else link_budget_ms
         self.runners = {a: make_runner(a, **settings) for a in self.rungs}
         for runner in self.runners.values():
             for _ in range(max(1, warmup)):
