@@ -181,9 +181,10 @@ def run_jobs(jobs: list[TaskJob], workers: int, log=print) -> None:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise UserError(f"workers must be an integer >= 1, got {workers!r}")
     pending = [job for job in jobs if not job.finished]
-    for key in {(job.task, job.data_dir, job.config.squad_article_split, job.config.split_seed) for job in pending}:
-        spec = next(job.spec for job in pending if job.task == key[0])
-        load_task(spec, key[1], squad_article_split=key[2], split_seed=key[3])
+    reads = {(job.task, job.data_dir, job.config.squad_article_split, job.config.split_seed): job.spec
+             for job in pending}
+    for (_, data_dir, article_split, split_seed), spec in reads.items():
+        load_task(spec, data_dir, squad_article_split=article_split, split_seed=split_seed)
     if workers == 1 or len(pending) <= 1:
         for job in pending:
             _run_job(job)
