@@ -315,7 +315,7 @@ def partial_scores(pipe: Path, models: list[dict]) -> list[dict]:
     """Before the finetune stage has finished: the models it will fine-tune (MiniLM's init row included) with the
     (model, seed, task) fine-tunes finished so far, read from their result.json; a model's score only once every
     task has every seed."""
-    from autotinybert.downstream.suite import aggregate
+    from autotinybert.downstream.suite import headline_score
 
     init = (_done(pipe, "extract") or {}).get("outputs", {}).get("init")
     models = [m for m in ([init] if init else []) + models if not m.get("same_as") and m["kind"] != "candidate"]
@@ -335,12 +335,8 @@ def partial_scores(pipe: Path, models: list[dict]) -> list[dict]:
                 tasks[task] = {"seeds": [seed for seed, _ in done], "final": final,
                                "final_mean": statistics.fmean(final), "final_std": _std(final)}
         complete = len(tasks) == len(fine["tasks"]) and all(len(t["seeds"]) == len(seeds) for t in tasks.values())
-        def headline(scores: dict[str, float]) -> float:  # as the finetune stage: GLUE score, else the mean
-            score, avg = aggregate(scores)
-            return score if score is not None else avg
-
-        score = headline({t: v["final_mean"] for t, v in tasks.items()}) if complete else None
-        seed_scores = [headline({t: v["final"][i] for t, v in tasks.items()}) for i in range(len(seeds))] \
+        score = headline_score({t: v["final_mean"] for t, v in tasks.items()}) if complete else None
+        seed_scores = [headline_score({t: v["final"][i] for t, v in tasks.items()}) for i in range(len(seeds))] \
             if complete else None
         out.append({**m, "tasks": tasks, "score": score, "seed_scores": seed_scores})
     return out

@@ -79,6 +79,13 @@ def aggregate(scores: dict[str, float]) -> tuple[float | None, float | None]:
     return score, avg
 
 
+def headline_score(scores: dict[str, float]) -> float | None:
+    """The one number of a suite: the GLUE score (WNLI left out) when a GLUE task ran, else the mean over every task
+    (SQuAD alone)."""
+    score, avg = aggregate(scores)
+    return score if score is not None else avg
+
+
 def _task_score(spec: TaskSpec, result: dict[str, Any], resumed: bool) -> TaskScore:
     return TaskScore(spec.name, result["main_metric"], result["best_score"], result["final_score"],
                      result["best_metrics"], result["final_metrics"], result["wall_s"], resumed,

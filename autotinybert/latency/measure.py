@@ -332,9 +332,9 @@ def measure_latency(archs: Sequence[Arch | str], *, backend: str = "torch", thre
                 ladder.close()
         common = (backend, device, threads, batch, seq_len, clock)
         return [ladder.record(block, common) for block in blocks] + [ladder.reference_record(common)]
-    if passes != 1:
-        raise UserError(f"passes={passes} needs the anchored protocol with the reference; the interleaved protocol "
-                        "times every model in one pass (passes=1)")
+    if passes != 1:  # anchored without the reference: timed the interleaved way (see above)
+        raise UserError(f"passes={passes} needs reference=True: without BERT-base the models are timed the "
+                        "interleaved way, in one pass")
 
     flags = [False] * len(parsed)
     if reference:
@@ -426,6 +426,8 @@ def check_protocol(protocol: str, budget_s: float, max_repeats: int, repeats: in
         raise UserError(f"unknown statistic {statistic!r}; choose one of {list(STATISTICS)}")
     if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
         raise UserError(f"passes must be an integer >= 1, got {passes!r}")
+    if passes != 1 and protocol != "anchored":
+        raise UserError(f"passes={passes} needs protocol=anchored; the interleaved protocol times each model once")
 
 
 def time_paired(anchor: Runner, runner: Runner, *, min_rounds: int, max_rounds: int, budget_ms: float,

@@ -458,7 +458,7 @@ def finetune(inputs: FinetuneInputs, stage_dir: Path, resume: bool) -> ModelsOut
     """Fine-tune every model but the candidates that were not chosen, `seeds` times per task; per (model, task)
     the mean and spread of the final-epoch dev score, and the best-on-dev score beside it."""
     from ..downstream import evaluate_suite
-    from ..downstream.suite import aggregate, run_jobs, suite_jobs
+    from ..downstream.suite import headline_score, run_jobs, suite_jobs
 
     seeds = [inputs.config.seed + i for i in range(inputs.seeds)]
     models = [m for m in inputs.models if not (m.same_as or m.kind == "candidate")]
@@ -485,20 +485,14 @@ def finetune(inputs: FinetuneInputs, stage_dir: Path, resume: bool) -> ModelsOut
                  for name in suites[0].tasks}
         final = {t: s.final_mean for t, s in tasks.items()}
         best = {t: s.best_mean for t, s in tasks.items()}
-        seed_scores = [_headline(aggregate({t: s.final[i] for t, s in tasks.items()})) for i in range(len(seeds))]
+        seed_scores = [headline_score({t: s.final[i] for t, s in tasks.items()}) for i in range(len(seeds))]
         results[m.name] = {"scores": final, "best_scores": best, "tasks": tasks,
-                           "score": _headline(aggregate(final)), "best_score": _headline(aggregate(best)),
+                           "score": headline_score(final), "best_score": headline_score(best),
                            "seed_scores": seed_scores,
                            "finetuned_dirs": {t: str(stage_dir / m.name / f"seed-{seeds[0]}" / t / "model")
                                               for t in tasks}}
     return ModelsOutputs(models=[m.replace(**results[m.same_as or m.name]) if (m.same_as or m.name) in results
                                  else m for m in inputs.models])
-
-
-def _headline(aggregated: tuple[float | None, float | None]) -> float | None:
-    """The GLUE score (the paper's: WNLI left out) when a GLUE task ran, else the mean over every task run."""
-    score, avg = aggregated
-    return score if score is not None else avg
 
 
 def task_stats(task: str, seeds: list[int], scores: list, out_dir: str | None) -> TaskStats:
