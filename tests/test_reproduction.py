@@ -123,3 +123,34 @@ def test_table1_from_a_finetune_stage_in_progress(done, tmp_path):
         again = next(r for r in first["table1"]["rows"] if r["model"] == row["model"])
         assert row["docpair"] == again["docpair"] and row["score"] == again["score"]
     assert all(len(p["per_seed"]) == 1 for p in t1["paired"] if p["model"] == "searched")
+
+
+def test_changed_finetune_settings_rerun_only_those_finetunes(tmp_path):
+    """Editing the plan's reference fine-tuning settings removes every arch's fine-tunes (and their wall times) and
+    keeps each further-trained model; the same settings again remove nothing."""
+    rep = _module()
+    folder = tmp_path / "table3" / "reference"
+    for arch in ("2-32-64-2-32", "3-32-64-2-32"):
+        (folder / arch / "trained").mkdir(parents=True)
+        (folder / arch / "trained.done").write_text("{}")
+        (folder / arch / "seed-0" / "sst2").mkdir(parents=True)
+        (folder / arch / "seed-0.done").write_text("{}")
+    work = rep.Work(tmp_path)
+    work.record({"table3/train 2-32-64-2-32": 1.0, "table3/finetune 2-32-64-2-32 seed 0": 2.0})
+    first = {"ref_tasks": ["sst2"], "ref_seeds": 1, "ref_finetune": {"learning_rate": 2e-5}, "ref_task_configs": {}}
+    logged = []
+
+    def fresh(inputs):
+        rep.fresh_outputs(folder / "finetune.json", inputs, sorted(folder.glob("*/seed-*")), work,
+                          "table3/finetune ", log=logged.append)
+
+    fresh(first)  # never recorded: the old fine-tunes go
+    assert sorted(p.name for p in (folder / "2-32-64-2-32").iterdir()) == ["trained", "trained.done"]
+    assert list(work.jobs) == ["table3/train 2-32-64-2-32"] and len(logged) == 1
+    (folder / "2-32-64-2-32" / "seed-0.done").write_text("{}")
+    fresh(first)  # unchanged: kept
+    assert (folder / "2-32-64-2-32" / "seed-0.done").is_file() and len(logged) == 1
+    fresh({**first, "ref_finetune": {"learning_rate": 1e-4}})
+    assert not (folder / "2-32-64-2-32" / "seed-0.done").exists()
+    assert (folder / "3-32-64-2-32" / "trained.done").is_file() and len(logged) == 2
+    assert json.loads((folder / "finetune.json").read_text())["ref_finetune"] == {"learning_rate": 1e-4}
