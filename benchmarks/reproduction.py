@@ -196,22 +196,33 @@ def run_job(marker: Path, fn: Callable[[], Any]) -> float | None:
     return wall
 
 
-def fresh_part(root: Path, inputs: dict[str, Any], work: Work, log: Callable[[str], None] = print) -> None:
-    """A part's folder belongs to the pipeline stages and the plan settings it was computed from (`inputs`): when
-    they changed (a stage re-ran, the plan was edited), the old results are removed, so nothing stale is reused."""
+def fresh_outputs(record: Path, inputs: dict[str, Any], outputs: list[Path], work: Work, job_prefix: str,
+                  log: Callable[[str], None] = print) -> None:
+    """Outputs that belong to the pipeline stages and plan settings in `inputs` (recorded in `record`): when these
+    changed (a stage re-ran, the plan was edited), or were never recorded, the outputs and their wall times (jobs
+    named `job_prefix`...) are removed, so nothing stale is reused and nothing else is computed again."""
     from autotinybert.io import atomic_write_json
 
-    record = root / "inputs.json"
     if record.is_file() and json.loads(record.read_text()) == inputs:
         return
-    if root.exists():
-        import shutil
+    import shutil
 
-        log(f"[reproduction] {root.name}: its inputs changed; starting it again")
-        shutil.rmtree(root)
-        work.forget(f"{root.name}/")
-    root.mkdir(parents=True, exist_ok=True)
+    gone = [p for p in outputs if p.exists()]
+    for path in gone:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if gone:
+        log(f"[reproduction] {job_prefix.strip()}: its settings changed; running it again")
+    work.forget(job_prefix)
+    record.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(record, inputs)
+
+
+def fresh_part(root: Path, inputs: dict[str, Any], work: Work, log: Callable[[str], None] = print) -> None:
+    """A whole part's folder, as `fresh_outputs`."""
+    fresh_outputs(root / "inputs.json", inputs, [root], work, f"{root.name}/", log)
 
 
 def _completion(run_dir: Path, stage: str) -> str | None:
@@ -467,30 +478,6 @@ def schedule(jobs: list[tuple[str, Callable, tuple]], work: Work, workers: Calla
 
 
 REF_FINETUNE_KEYS = ("ref_tasks", "ref_seeds", "ref_finetune", "ref_task_configs")
-
-
-def fresh_outputs(record: Path, inputs: dict[str, Any], outputs: list[Path], work: Work, job_prefix: str,
-                  log: Callable[[str], None] = print) -> None:
-    """Like `fresh_part` for some of a part's outputs: they belong to the plan settings in `inputs` (recorded in
-    `record`); when these changed, or were never recorded, the outputs and their wall times (jobs named
-    `job_prefix`...) are removed, so they are computed again and nothing else is."""
-    from autotinybert.io import atomic_write_json
-
-    if record.is_file() and json.loads(record.read_text()) == inputs:
-        return
-    import shutil
-
-    gone = [p for p in outputs if p.exists()]
-    for path in gone:
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    if gone:
-        log(f"[reproduction] {job_prefix.strip()}: its settings changed; running it again")
-    work.forget(job_prefix)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(record, inputs)
 
 
 def table3(plan: Plan, pipe: Path, work_dir: Path, work: Work, run: bool,
