@@ -674,11 +674,35 @@ def figure5(plan: Plan, pipe: Path, work_dir: Path, work: Work, run: bool,
 
 
 # ------------------------------------------------------------------------------------------------ part 4: cost
+def step_seconds(folder: Path) -> dict[str, float] | None:
+    """The training time of every run under `folder`, from the per-step seconds in its metrics.jsonl (None: no run).
+
+    A stage's DONE.json wall time covers only its last attempt; a run killed and resumed re-logs the steps after its
+    checkpoint, so counting each step once (its last record) gives the cost of one uninterrupted run. `at_median_s`
+    prices every step at its run's median step time: the cost without the steps other jobs slowed down.
+    """
+    from autotinybert.train.metrics import METRICS_NAME
+
+    total = at_median = 0.0
+    runs = sorted(folder.rglob(METRICS_NAME))
+    for path in runs:
+        steps: dict[int, float] = {}
+        for line in path.read_text().splitlines():
+            event = json.loads(line) if line.strip() else {}
+            if event.get("event") == "step":
+                steps[event["step"]] = event["seconds"]
+        if steps:
+            total += sum(steps.values())
+            at_median += statistics.median(steps.values()) * len(steps)
+    return {"train_s": round(total, 1), "at_median_s": round(at_median, 1)} if runs else None
+
+
 def cost(pipe: Path, work: Work) -> list[dict[str, Any]]:
     rows = []
     for marker in sorted(pipe.glob("*/DONE.json"), key=lambda p: json.loads(p.read_text()).get("finished", 0)):
         done = json.loads(marker.read_text())
-        rows.append({"part": "pipeline", "stage": done["stage"], "wall_s": round(done["wall_s"], 1)})
+        rows.append({"part": "pipeline", "stage": done["stage"], "wall_s": round(done["wall_s"], 1),
+                     **(step_seconds(marker.parent) or {})})
     groups: dict[str, float] = {}
     for name, wall in work.jobs.items():
         key = name.split(" ")[0]
@@ -690,7 +714,7 @@ def cost(pipe: Path, work: Work) -> list[dict[str, Any]]:
     ends += [p.stat().st_mtime for part in ("table3", "figure5") for p in (pipe.parent / part).rglob("*.done")]
     if starts and ends:
         first = min(d["finished"] - d["wall_s"] for d in starts)
-        rows.append({"part": "total", "stage": "elapsed, first stage start to last job end",
+        rows.append({"part": "total", "stage": "elapsed, first stage start to last job end (with any pauses between sittings)",
                      "wall_s": round(max(ends) - first, 1)})
     return rows
 
@@ -922,15 +946,21 @@ def results_page(result: dict[str, Any], json_name: str, images: dict[str, str],
         lines += [f"![further-training curves]({image_dir}/{images['figure5']})", ""]
 
     # cost
-    lines += ["## Cost", "", "Wall time of every stage on this machine (its DONE.json / the job markers), beside the "
-              "paper's V100 GPU-hours (Table 5, ~10x models; `-`: not given):", "",
-              "| part | stage | wall here | paper GPU-hours |", "|---|---|---|---|"]
+    lines += ["## Cost", "", "Wall time of every stage on this machine (its DONE.json / the job markers: the last "
+              "attempt of a stage that was stopped and resumed), and for the training stages the sum of their "
+              "logged step times (each step once, so it survives a resume) and the same at each run's median step "
+              "time (without the steps that shared the cores with other jobs), beside the paper's V100 GPU-hours "
+              "(Table 5, ~10x models; `-`: not given):", "",
+              "| part | stage | wall here | training steps | at median step | paper GPU-hours |",
+              "|---|---|---|---|---|---|"]
     paper = {"supernet": PAPER["gpu_hours"]["supernet"], "further-train": PAPER["gpu_hours"]["further-train (top 3)"],
              "baselines": PAPER["gpu_hours"]["conventional-scratch (BERT-S5)"], "finetune": None}
     for r in result["cost"]:
         hours = paper.get(r["stage"]) if not r["stage"].startswith(("search", "fast")) else (
             PAPER["gpu_hours"]["fast search"] if r["stage"].startswith("fast") else PAPER["gpu_hours"]["search"])
-        lines.append(f"| {r['part']} | {r['stage']} | {r['wall_s'] / 60:.1f} min | {_fmt(hours)} |")
+        steps = [f"{r[k] / 60:.1f} min" if k in r else "-" for k in ("train_s", "at_median_s")]
+        lines.append(f"| {r['part']} | {r['stage']} | {r['wall_s'] / 60:.1f} min | {' | '.join(steps)} | "
+                     f"{_fmt(hours)} |")
     lines += ["", "Paper, Table 5 (~10x): AutoTinyBERT-S5 150 search + 870 training GPU-hours, AutoTinyBERT-Fast-S5 "
               "12 + 290, BERT-S5 580 (training only).", ""]
     return "\n".join(lines)
@@ -1003,7 +1033,8 @@ def run(plan: Plan, out: str | Path, docs: str | Path | None, report_only: bool 
     rows = ([{"part": "table1", **r} for r in parts["table1"].get("rows", [])]
             + [{"part": "table1-paired", **p} for p in parts["table1"].get("paired", [])]
             + [{"part": "table3", **r} for r in parts["table3"].get("rows", [])]
-            + [{"part": "cost", "group": r["part"], "stage": r["stage"], "wall_s": r["wall_s"]} for r in parts["cost"]])
+            + [{"part": "cost", "group": r["part"], **{k: v for k, v in r.items() if k != "part"}}
+               for r in parts["cost"]])
     settings.update({"table1_status": parts["table1"]["status"], "table1_flags": parts["table1"].get("flags", []),
                      "table3": {k: v for k, v in parts["table3"].items() if k != "rows"},
                      "figure5": parts["figure5"]})

@@ -154,3 +154,16 @@ def test_changed_finetune_settings_rerun_only_those_finetunes(tmp_path):
     assert not (folder / "2-32-64-2-32" / "seed-0.done").exists()
     assert (folder / "3-32-64-2-32" / "trained.done").is_file() and len(logged) == 2
     assert json.loads((folder / "finetune.json").read_text())["ref_finetune"] == {"learning_rate": 1e-4}
+
+
+def test_step_seconds_counts_each_step_once_across_a_resume(tmp_path):
+    rep = _module()
+    assert rep.step_seconds(tmp_path) is None  # no training run: no column
+    run = tmp_path / "stage" / "model"
+    run.mkdir(parents=True)
+    events = [{"event": "step", "step": 1, "seconds": 2.0}, {"event": "step", "step": 2, "seconds": 9.0},
+              {"event": "eval", "step": 2, "val_loss_model": 1.0},
+              # killed after step 2, resumed from the step-1 checkpoint: step 2 re-logged, then step 3
+              {"event": "step", "step": 2, "seconds": 3.0}, {"event": "step", "step": 3, "seconds": 10.0}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    assert rep.step_seconds(tmp_path / "stage") == {"train_s": 15.0, "at_median_s": 9.0}  # 2 + 3 + 10; median 3 x 3
