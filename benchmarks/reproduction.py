@@ -878,14 +878,14 @@ def results_page(result: dict[str, Any], json_name: str, images: dict[str, str],
         tasks = sorted({k for r in rows for k in r if k not in TABLE1_FIXED and not k.endswith("_std")})
         lines += ["Task cells: final-epoch dev score x100, mean ± std over the fine-tuning seeds. Speedups are "
                   "measured in one interleaved run (MiniLM and BERT-base timed beside the models).", "",
-                  "| target | model | arch | ms | vs MiniLM | vs BERT-base | steps | " + " | ".join(tasks)
-                  + " | score |", "|---" * (8 + len(tasks)) + "|"]
+                  "| " + " | ".join(["target", "model", "arch", "ms", "vs MiniLM", "vs BERT-base", "steps", *tasks,
+                                      "score"]) + " |", "|---" * (8 + len(tasks)) + "|"]
         for r in rows:
             cells = [f"{_fmt(r.get(t))} ± {_fmt(r.get(f'{t}_std'))}" if r.get(t) is not None else NOT_DONE
                      for t in tasks]
             lines.append(f"| {r['target']} | {r['model']} | `{r['arch']}` | {_fmt(r['measured_ms'])} | "
                          f"{_fmt(r['speedup_vs_minilm'], 'x')} | {_fmt(r['speedup_vs_bert_base'], 'x')} | "
-                         f"{_fmt(r['steps'])} | " + " | ".join(cells) + f" | {_fmt(r['score'])} |")
+                         f"{_fmt(r['steps'])} | " + "".join(f"{c} | " for c in cells) + f"{_fmt(r['score'])} |")
         lines.append("")
     if t1.get("paired"):
         lines += ["Paired difference searched - conventional per task (points; per fine-tuning seed, then mean ± "
