@@ -103,7 +103,8 @@ def full_plan(run_dir: str) -> Plan:
               "smaller), 3 epochs (Table D.1: 4-10) at learning rate 1e-4 for every task and model (Table D.1: 1e-5 "
               "to 3e-5, which at 3 epochs left the searched 2x model at 0.16 on STS-B against 0.70 at 1e-4, and at "
               "0.703 against 0.725 on MRPC), as configs/cpu-minilm.yaml",
-              "supernet 1,200 steps x 32 sequences at most 1.5 h; further training 300 steps (paper: 5 epochs)",
+              "supernet 1,200 steps x 32 sequences x 3 random archs, at most 1.5 h; further training 300 steps "
+              "(paper: 5 epochs)",
               "Table 3 reference: 100 further-training steps per arch, SST-2 2,000 / STS-B 2,000 training examples, "
               "3 epochs at learning rate 1e-4 (Table D.1: 2e-5 / 3e-5, at which SST-2 sits at the majority class "
               "for one or two of the three epochs and the final score records when a seed left it: 0.54 vs 0.69 "
@@ -234,6 +235,15 @@ def _done(run_dir: Path, stage: str) -> dict | None:
     from autotinybert.pipeline.stages import read_done
 
     return read_done(run_dir, stage)
+
+
+def _confirmed(run_dir: Path, *stages: str) -> bool:
+    """Whether the pipeline running now has confirmed these stages (run or found done): until it has, a stage record
+    on disk may be one it is about to redo, so nothing is built on it (the file is removed before it starts)."""
+    from autotinybert.pipeline.stages import PROGRESS_FILE
+
+    path = run_dir / PROGRESS_FILE
+    return path.is_file() and all(s in json.loads(path.read_text())["stages"] for s in stages)
 
 
 def _stage_config(run_dir: Path, stage: str) -> dict:
@@ -485,7 +495,8 @@ def table3(plan: Plan, pipe: Path, work_dir: Path, work: Work, run: bool,
     """Loss proxy and budgeted fine-tune proxy vs the reference (further-trained + fine-tuned), on n archs."""
     from autotinybert.search import compare_score_sets
 
-    if _done(pipe, "supernet") is None or not (pipe / f"search-{_first_target(pipe)}" / "DONE.json").is_file():
+    if (_done(pipe, "supernet") is None or not (pipe / f"search-{_first_target(pipe)}" / "DONE.json").is_file()
+            or (run and not _confirmed(pipe, "supernet", f"search-{_first_target(pipe)}"))):
         return {"status": NOT_DONE + " (waiting for the pipeline's supernet and first search)"}
     tag = _first_target(pipe)
     root = work_dir / "table3"
@@ -634,7 +645,7 @@ def figure5(plan: Plan, pipe: Path, work_dir: Path, work: Work, run: bool,
             workers: Callable[[], int] = lambda: 1) -> dict[str, Any]:
     """Three further-training runs of one arch with one budget; the step at which each reaches scratch's final loss."""
     trained = _done(pipe, "further-train")
-    if trained is None:
+    if trained is None or (run and not _confirmed(pipe, "further-train")):
         return {"status": NOT_DONE + " (waiting for the pipeline's further training)"}
     tag = _first_target(pipe)
     searched = next(m for m in trained["outputs"]["models"] if m["kind"] == "searched" and
@@ -1005,6 +1016,9 @@ def run(plan: Plan, out: str | Path, docs: str | Path | None, report_only: bool 
         from autotinybert.pipeline.config import PipelineConfig
 
         PipelineConfig.load(plan.config, plan.overrides)  # a ConfigError now, not in the pipeline's log
+        from autotinybert.pipeline.stages import PROGRESS_FILE
+
+        (pipe / PROGRESS_FILE).unlink(missing_ok=True)  # the last invocation's: not yet this pipeline's word
         proc = start_pipeline(plan, run_dir / "pipeline.log")
         log(f"[reproduction] pipeline started (pid {proc.pid}, log {run_dir / 'pipeline.log'})")
         try:

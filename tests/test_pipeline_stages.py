@@ -62,6 +62,23 @@ def test_skip_resume_and_invalidation(tmp_path):
     assert json.loads((tmp_path / "b" / "config.json").read_text())["config"] == {"values": {"y": 5}}
 
 
+def test_progress_lists_only_the_stages_this_invocation_confirmed(tmp_path):
+    configs = {"a": {"x": 1}, "b": {"y": 2}, "c": {"z": 3}}
+    run_all(tmp_path, configs, [])
+    done = {name: json.loads((tmp_path / name / "DONE.json").read_text())["completion"] for name in "abc"}
+
+    def progress():
+        return json.loads((tmp_path / "progress.json").read_text())["stages"]
+
+    assert progress() == done
+    StageRunner(tmp_path, log=lambda line: None)
+    assert progress() == {}  # a new invocation has confirmed nothing yet, though every DONE.json is on disk
+    configs["b"] = {"y": 5}
+    with pytest.raises(KeyboardInterrupt):
+        run_all(tmp_path, configs, [], fail_at="b")  # redoing b: only a is confirmed, b's and c's records are stale
+    assert progress() == {"a": done["a"]}
+
+
 def test_a_stage_that_ran_again_invalidates_what_read_it(tmp_path):
     import shutil
 

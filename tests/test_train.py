@@ -252,6 +252,9 @@ def test_config_errors_name_the_problem(root, tmp_path):
         TrainSupernetConfig.from_dict({"bacth_size": 3})
     with pytest.raises(TrainConfigError, match="teacher"):
         TrainSupernetConfig(objective="kd")
+    with pytest.raises(TrainConfigError, match="archs_per_step=2 trains only the max and the min arch"):
+        TrainSupernetConfig(sandwich=True, archs_per_step=2)  # nothing in between would ever be trained
+    assert TrainSupernetConfig(sandwich=True, archs_per_step=3).archs_per_step == 3
     with pytest.raises(TrainConfigError, match="divisible"):
         train_supernet(base_config(root, "e1", batch_size=6, workers=4))
     with pytest.raises(UserError, match="does not exist"):

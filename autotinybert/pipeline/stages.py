@@ -40,6 +40,9 @@ from .ranks import Ranks
 
 CONFIG_FILE = "config.json"
 DONE_FILE = "DONE.json"
+# the stages this invocation has confirmed so far (run, resumed or found done), rewritten after each: a stage record
+# on disk may belong to a run this invocation is about to redo, this file says which ones it will not
+PROGRESS_FILE = "progress.json"
 COMPLETIONS_FILE = "completions.json"
 RUN_TOKEN = "$RUN"  # the run folder, in fingerprints
 LOCK_FILE = ".autotinybert-run.lock"
@@ -201,6 +204,7 @@ class StageRunner:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = log if self.ranks.is_main else (lambda line: None)
         self.results: dict[str, StageResult] = {}
+        self._write_progress()
 
     def stage_dir(self, name: str) -> Path:
         return self.run_dir / name
@@ -243,6 +247,7 @@ class StageRunner:
             result = StageResult(name, fp, outputs_type.from_dict(decision["outputs"]), skipped=True,
                                  resumed=False, wall_s=0.0, completion=decision["completion"])
             self.results[name] = result
+            self._write_progress()
             return result
         resume = decision["resume"]
         start = time.time()
@@ -269,7 +274,13 @@ class StageRunner:
         result = StageResult(name, fp, outputs_type.from_dict(shared["outputs"]), skipped=False, resumed=resume,
                              wall_s=wall, completion=shared["completion"])
         self.results[name] = result
+        self._write_progress()
         return result
+
+    def _write_progress(self) -> None:
+        if self.ranks.is_main:
+            atomic_write_json(self.run_dir / PROGRESS_FILE, {"pid": os.getpid(), "stages": {
+                name: r.completion for name, r in self.results.items()}})
 
     def _decide(self, name: str, fp: str, inputs: StageInputs, outputs_type: type[Config],
                 upstream: tuple[str, ...]) -> dict[str, Any]:

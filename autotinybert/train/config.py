@@ -111,7 +111,7 @@ class SupernetSettings(TrainSettings):
     """Search space: a preset (mlm, kd, cpu-mlm, cpu-kd), a YAML file or a mapping; with init_from also from-init
     (max arch = the checkpoint's; the cut: dims for kd, else by head size), from-init-heads, from-init-dims."""
     sandwich: bool = False
-    """BigNAS sandwich: among each worker's M archs, always the max and the min arch."""
+    """BigNAS sandwich: among each worker's M archs, always the max and the min arch (M >= 3: the rest random)."""
     init_from: PathStr | None = path_field(None, names=True)
     """Start from a pre-trained BERT: a folder or hub name (BertModel, BertForMaskedLM, BertForPreTraining, a
     sentence-transformers BERT, an AutoTinyBert folder). Keys left unset then default to space=from-init,
@@ -145,9 +145,13 @@ class SupernetSettings(TrainSettings):
         return value
 
     @model_validator(mode="after")
-    def _sandwich_needs_two(self):
-        if self.sandwich and self.archs_per_step < 2:
-            raise ValueError("sandwich needs archs_per_step >= 2 (the max and the min arch)")
+    def _sandwich_needs_three(self):
+        # with 2, every step trains only the max and the min arch: no arch in between is ever sampled, and the
+        # search then ranks sub-models the supernet never trained (a full run ranked 12 archs backward this way)
+        if self.sandwich and self.archs_per_step < 3:
+            raise ValueError(f"sandwich=true with archs_per_step={self.archs_per_step} trains only the max and the "
+                             "min arch: no arch in between is ever sampled. Set archs_per_step >= 3 (BigNAS: 4, the "
+                             "max, the min and two random archs) or sandwich=false")
         return self
 
     @model_validator(mode="after")
