@@ -262,12 +262,16 @@ def _r(x: float | None, digits: int = 4) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(x, digits)
 
 
+def _records(metrics_file: Path) -> list[dict[str, Any]]:
+    """The step and eval records of a training run's metrics.jsonl."""
+    return [json.loads(x) for x in metrics_file.read_text().splitlines() if x.strip()]
+
+
 def _eval_losses(run: Path) -> list[tuple[int, float]]:
     """(step, validation loss) of a training run, from its metrics.jsonl."""
     from autotinybert.train.metrics import METRICS_NAME
 
-    rows = [json.loads(x) for x in (run / METRICS_NAME).read_text().splitlines() if x.strip()]
-    return [(r["step"], r["val_loss_model"]) for r in rows if r["event"] == "eval"]
+    return [(r["step"], r["val_loss_model"]) for r in _records(run / METRICS_NAME) if r["event"] == "eval"]
 
 
 # ------------------------------------------------------------------------------------------- part 1: pipeline
@@ -495,10 +499,10 @@ def table3(plan: Plan, pipe: Path, work_dir: Path, work: Work, run: bool,
     """Loss proxy and budgeted fine-tune proxy vs the reference (further-trained + fine-tuned), on n archs."""
     from autotinybert.search import compare_score_sets
 
-    if (_done(pipe, "supernet") is None or not (pipe / f"search-{_first_target(pipe)}" / "DONE.json").is_file()
-            or (run and not _confirmed(pipe, "supernet", f"search-{_first_target(pipe)}"))):
-        return {"status": NOT_DONE + " (waiting for the pipeline's supernet and first search)"}
     tag = _first_target(pipe)
+    if (_done(pipe, "supernet") is None or _done(pipe, f"search-{tag}") is None
+            or (run and not _confirmed(pipe, "supernet", f"search-{tag}"))):
+        return {"status": NOT_DONE + " (waiting for the pipeline's supernet and first search)"}
     root = work_dir / "table3"
     if run:
         settings = asdict(plan)
@@ -695,13 +699,9 @@ def step_seconds(folder: Path) -> dict[str, float] | None:
     from autotinybert.train.metrics import METRICS_NAME
 
     total = at_median = 0.0
-    runs = sorted(folder.rglob(METRICS_NAME))
+    runs = list(folder.rglob(METRICS_NAME))
     for path in runs:
-        steps: dict[int, float] = {}
-        for line in path.read_text().splitlines():
-            event = json.loads(line) if line.strip() else {}
-            if event.get("event") == "step":
-                steps[event["step"]] = event["seconds"]
+        steps = {r["step"]: r["seconds"] for r in _records(path) if r["event"] == "step"}  # the last record wins
         if steps:
             total += sum(steps.values())
             at_median += statistics.median(steps.values()) * len(steps)
@@ -725,7 +725,8 @@ def cost(pipe: Path, work: Work) -> list[dict[str, Any]]:
     ends += [p.stat().st_mtime for part in ("table3", "figure5") for p in (pipe.parent / part).rglob("*.done")]
     if starts and ends:
         first = min(d["finished"] - d["wall_s"] for d in starts)
-        rows.append({"part": "total", "stage": "elapsed, first stage start to last job end (with any pauses between sittings)",
+        rows.append({"part": "total",
+                     "stage": "elapsed, first stage start to last job end (with any pauses between sittings)",
                      "wall_s": round(max(ends) - first, 1)})
     return rows
 

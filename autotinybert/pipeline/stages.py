@@ -279,8 +279,8 @@ class StageRunner:
 
     def _write_progress(self) -> None:
         if self.ranks.is_main:
-            atomic_write_json(self.run_dir / PROGRESS_FILE, {"pid": os.getpid(), "stages": {
-                name: r.completion for name, r in self.results.items()}})
+            atomic_write_json(self.run_dir / PROGRESS_FILE,
+                              {"stages": {name: r.completion for name, r in self.results.items()}})
 
     def _decide(self, name: str, fp: str, inputs: StageInputs, outputs_type: type[Config],
                 upstream: tuple[str, ...]) -> dict[str, Any]:
