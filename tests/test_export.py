@@ -11,8 +11,8 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 from autotinybert import AutoTinyBertConfig  # noqa: E402
-from autotinybert.export import (HEAD_OUTPUTS, example_inputs, export_folder, ort_session,  # noqa: E402
-                                 session_feed)
+from autotinybert.export import (HEAD_OUTPUTS, example_inputs, export_folder, needs_reduced_range,  # noqa: E402
+                                 ort_session, session_feed)
 from autotinybert.modeling import (AutoTinyBertForMaskedLM, AutoTinyBertForQuestionAnswering,  # noqa: E402
                                    AutoTinyBertForSequenceClassification, AutoTinyBertModel)
 
@@ -73,6 +73,7 @@ def test_dynamic_axes_two_batch_sizes_and_lengths(exported, head):
 def test_int8_file_loads_and_runs(exported, head):
     folder, model, result = exported[head]
     assert result.int8 and (folder / "model_int8.onnx").is_file() and result.int8_runs
+    assert result.reduce_range is needs_reduced_range()  # 7-bit weights exactly where the CPU's kernel saturates
     import onnx
 
     graph = onnx.load(str(folder / "model_int8.onnx")).graph
@@ -87,6 +88,14 @@ def test_int8_file_loads_and_runs(exported, head):
         assert np.abs(value - ref[name].numpy()).max() < 0.1 * np.abs(ref[name].numpy()).max() + 1e-3  # close-ish
 
 
+def test_reduced_range_exactly_on_x86_without_vnni():
+    assert needs_reduced_range("x86_64", {"avx2", "fma"})  # AVX2 only: VPMADDUBSW sums int16 pairs, saturates
+    assert needs_reduced_range("AMD64", {"avx512f", "avx512bw"})
+    assert not needs_reduced_range("x86_64", {"avx2", "avx512f", "avx512_vnni"})
+    assert not needs_reduced_range("x86_64", {"avx2", "avx_vnni"})
+    assert not needs_reduced_range("aarch64", set())  # ARM accumulates int8 dot products in int32
+
+
 def test_export_cli_and_errors(tmp_path, capsys):
     from autotinybert.cli import main
     from autotinybert.export import ExportError
@@ -94,7 +103,11 @@ def test_export_cli_and_errors(tmp_path, capsys):
     folder, _ = tiny_folder(tmp_path, "sequence-classification")
     assert main(["export", str(folder), "per_channel=false", "quantize=int8"]) == 0
     assert "model_int8.onnx" in capsys.readouterr().out
-    assert json.loads((folder / "onnx.json").read_text())["per_channel"] is False
+    record = json.loads((folder / "onnx.json").read_text())
+    assert record["per_channel"] is False and record["reduce_range"] is needs_reduced_range()
+    assert main(["export", str(folder), "quantize=int8", "reduce_range=true"]) == 0
+    assert "7-bit" in capsys.readouterr().out
+    assert json.loads((folder / "onnx.json").read_text())["reduce_range"] is True
     with pytest.raises(ExportError, match="no config.json"):
         export_folder(tmp_path / "nothing")
     assert main(["export", str(folder), "format=tflite"]) == 2
