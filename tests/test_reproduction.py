@@ -47,6 +47,10 @@ def done(tmp_path_factory):
                     proxy_tasks=["docpair"],
                     proxy_budget={"max_train_examples": 32, "max_steps": 2, "max_eval_examples": 24,
                                   "max_seq_length": 32, "batch_size": 16, "threads": 1},
+                    larger_task="docpair", larger_seeds=2,
+                    larger_finetune={"epochs": 1, "batch_size": 16, "max_seq_length": 32, "max_train_examples": 48,
+                                     "max_eval_examples": 24, "learning_rate": 1e-3, "threads": 1,
+                                     "save_model": "none", "progress": False},
                     curve_steps=4, curve_eval_every=2, jobs=2)
     first = rep.run(plan, root / "out.json", root / "docs" / "results.md", log=lambda line: None)
     second = rep.run(plan, root / "out2.json", root / "docs" / "results.md", log=lambda line: None)
@@ -76,6 +80,13 @@ def test_parts(done):
     t3 = first["table3"]
     assert t3["status"] == "done" and t3["archs"] == 4 and t3["loss_proxy_vs_reference"]["n"] == 4
     assert t3["reference_seed0_vs_seed1"]["n"] == 4
+    larger = first["table1_larger"]  # the close call again on a larger set: MiniLM + 3 kinds x 2 seeds
+    assert larger["status"] == "done" and larger["train_examples"] == 48
+    assert [r["kind"] for r in larger["rows"]] == ["init", "searched", "fast", "conventional-inherited"]
+    assert all(len(r["per_seed"]) == 2 for r in larger["rows"])
+    assert [(p["model"], p["baseline"]) for p in larger["paired"]] == [("searched", "conventional-inherited"),
+                                                                      ("fast", "conventional-inherited")]
+    assert [p["target"] for p in t1["per_target"] if p["model"] == "searched"] == ["1.5x", "1.5x"]
     f5 = first["figure5"]
     assert set(f5["curves"]) == {"superplm", "scratch", "checkpoint-no-supernet"}
     assert all(curve[-1][0] == 4 for curve in f5["curves"].values())  # same budget for the three starts
@@ -94,7 +105,8 @@ def test_resume_does_no_new_training(done):
 def test_results_page(done):
     _, root, *_ = done
     page = (root / "docs" / "results.md").read_text()
-    for heading in ("## Claims", "## Table 1 at CPU scale", "## Table 3", "## Figure 5", "## Cost"):
+    for heading in ("## Claims", "## Table 1 at CPU scale", "### docpair on a larger fine-tuning set", "## Table 3",
+                    "## Figure 5", "## Cost"):
         assert heading in page
     assert "(results/reproduction-tiny.json)" in page
     assert (root / "docs" / "results" / "reproduction-tiny.json").is_file()
