@@ -179,3 +179,16 @@ def test_step_seconds_counts_each_step_once_across_a_resume(tmp_path):
               {"event": "step", "step": 2, "seconds": 3.0}, {"event": "step", "step": 3, "seconds": 10.0}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     assert rep.step_seconds(tmp_path / "stage") == {"train_s": 15.0, "at_median_s": 9.0}  # 2 + 3 + 10; median 3 x 3
+
+
+def test_more_larger_set_seeds_add_runs_and_keep_the_finished_ones(done):
+    _, root, first, _ = done
+    rep = _module()  # the module the worker processes import (another test may have loaded it again)
+    run_dir = root / "repro"
+    marker = run_dir / "table1-larger" / "init" / "seed-0.done"
+    before = marker.stat().st_mtime_ns
+    plan = rep.Plan(**{**first["settings"]["plan"], "larger_seeds": 3})
+    larger = rep.table1_larger(plan, run_dir / "pipeline", run_dir, rep.Work(run_dir), run=True)
+    assert marker.stat().st_mtime_ns == before  # seed 0 was not run again
+    assert larger["status"] == "done" and all(len(r["per_seed"]) == 3 for r in larger["rows"])
+    assert [r["per_seed"][:2] for r in larger["rows"]] == [r["per_seed"] for r in first["table1_larger"]["rows"]]
