@@ -381,11 +381,15 @@ def per_target(paired: list[dict]) -> list[dict]:
         group = [p for p in paired if (p["target"], p["model"], p["baseline"]) == key]
         n_seeds = min(len(p["per_seed"]) for p in group)
         seeds = [statistics.fmean(p["per_seed"][i] for p in group) for i in range(n_seeds)]
-        mean, std = statistics.fmean(seeds), _std(seeds)
-        out.append({"target": key[0], "model": key[1], "baseline": key[2], "tasks": len(group),
-                    "per_seed": [_r(x, 2) for x in seeds], "mean": _r(mean, 2), "std": _r(std, 2),
-                    "beyond_spread": std is not None and mean > std})
+        out.append({"target": key[0], "model": key[1], "baseline": key[2], "tasks": len(group), **_spread(seeds)})
     return out
+
+
+def _spread(diffs: list[float]) -> dict[str, Any]:
+    """Paired differences (points, one per seed) with their mean, std and whether the mean is beyond the std."""
+    mean, std = statistics.fmean(diffs), _std(diffs)
+    return {"per_seed": [_r(x, 2) for x in diffs], "mean": _r(mean, 2), "std": _r(std, 2),
+            "beyond_spread": std is not None and mean > std}
 
 
 def partial_scores(pipe: Path, models: list[dict]) -> list[dict]:
@@ -442,7 +446,7 @@ def table1_summary(t1: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# ---------------------------------------------------------------------------- part 1b: SST-2 at a larger size
+# ------------------------------------------------------------------------ part 1b: one task on a larger set
 # what the finished fine-tunes depend on; not `larger_seeds`: seed k is the same run whatever the count, so more
 # seeds only add runs and fewer read the first ones
 LARGER_KEYS = ("larger_task", "larger_finetune", "larger_kinds")
@@ -506,10 +510,8 @@ def table1_larger(plan: Plan, pipe: Path, work_dir: Path, work: Work, run: bool,
                      and b["speedup_target"] == m["speedup_target"]), None)
         if m["kind"] in ("searched", "fast") and base and m["name"] in scores and base["name"] in scores:
             diffs = [100 * (a - b) for a, b in zip(scores[m["name"]], scores[base["name"]])]
-            mean, std = statistics.fmean(diffs), _std(diffs)
             paired.append({"target": f"{m['speedup_target']:g}x", "model": m["kind"], "baseline": base["kind"],
-                           "per_seed": [_r(x, 2) for x in diffs], "mean": _r(mean, 2), "std": _r(std, 2),
-                           "beyond_spread": std is not None and mean > std})
+                           **_spread(diffs)})
     return {"status": "done" if len(scores) == len(models) else NOT_DONE, "rows": rows, "paired": paired,
             "train_examples": first.get("train_examples"), "steps": first.get("steps"),
             "task": plan.larger_task, "settings": plan.larger_finetune, "seeds": plan.larger_seeds}
@@ -914,6 +916,12 @@ def plots(result: dict[str, Any], folder: Path, prefix: str) -> dict[str, str]:
     return made
 
 
+def _spread_cells(p: dict[str, Any], digits: int) -> str:
+    """The per seed | mean ± std | beyond the spread cells of a `_spread` row."""
+    return (", ".join(f"{x:+.{digits}f}" for x in p["per_seed"])
+            + f" | {p['mean']:+.2f} ± {_fmt(p['std'])} | {'yes' if p['beyond_spread'] else 'no'}")
+
+
 def _verdict(ok: bool | None, yes: str, no: str) -> str:
     return "**not measured yet**" if ok is None else (f"**reproduced**: {yes}" if ok else f"**not reproduced**: {no}")
 
@@ -1044,10 +1052,8 @@ def results_page(result: dict[str, Any], json_name: str, images: dict[str, str],
         lines += ["Per target (the goal: beyond the seed spread at every target): per fine-tuning seed the mean "
                   "over tasks of the paired differences, then mean ± std over the seeds:", "",
                   "| target | model | baseline | per seed | mean ± std | beyond the spread |", "|---" * 6 + "|"]
-        for p in t1["per_target"]:
-            lines.append(f"| {p['target']} | {p['model']} | {p['baseline']} | "
-                         + ", ".join(f"{x:+.2f}" for x in p["per_seed"])
-                         + f" | {p['mean']:+.2f} ± {_fmt(p['std'])} | {'yes' if p['beyond_spread'] else 'no'} |")
+        lines += [f"| {p['target']} | {p['model']} | {p['baseline']} | {_spread_cells(p, 2)} |"
+                  for p in t1["per_target"]]
         lines.append("")
     if larger.get("status") != "not planned":
         cfg = larger.get("settings") or {}
@@ -1070,9 +1076,7 @@ def results_page(result: dict[str, Any], json_name: str, images: dict[str, str],
             lines.append("")
         if larger.get("paired"):
             lines += ["| target | model - baseline | per seed | mean ± std | beyond the spread |", "|---" * 5 + "|"]
-            lines += [f"| {p['target']} | {p['model']} - {p['baseline']} | "
-                      + ", ".join(f"{x:+.1f}" for x in p["per_seed"])
-                      + f" | {p['mean']:+.2f} ± {_fmt(p['std'])} | {'yes' if p['beyond_spread'] else 'no'} |"
+            lines += [f"| {p['target']} | {p['model']} - {p['baseline']} | {_spread_cells(p, 1)} |"
                       for p in larger["paired"]]
             lines.append("")
     if t1.get("flags"):
